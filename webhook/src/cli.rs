@@ -1,0 +1,413 @@
+//! The `wi-webhook` command line. `main.rs` only parses and calls [`run`].
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::config::{Cloud, Config};
+use crate::contract::{DEFAULT_AUDIENCE, SECRET_PROVIDER_CLASS_ANNOTATION};
+use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
+use crate::review::AdmissionReview;
+
+/// Mutating admission webhook that gives Kubernetes pods an Azure workload identity and their Key Vault secrets.
+///
+/// Drop-in compatible with Azure Workload Identity: pods labelled azure.workload.identity/use=true (or in a
+/// namespace so labelled) get AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST
+/// and a projected service account token; a pod annotated workload-identity.rs/secret-provider-class also gets
+/// the Key Vault objects of that SecretProviderClass through the Secrets Store CSI driver.
+#[derive(Debug, Parser)]
+#[command(name = "wi-webhook", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show offline, without a cluster, what the webhook would do to a pod.
+    ///
+    /// Exits 0 whether the pod is allowed or denied (a denial is printed), and 2 with a one-line reason when an
+    /// input cannot be read.
+    Mutate(MutateArgs),
+}
+
+/// Settings of the mutation engine, shared by every subcommand that mutates.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Tenant id injected as AZURE_TENANT_ID when the ServiceAccount has no azure.workload.identity/tenant-id
+    /// annotation.
+    #[arg(long, env = "WI_TENANT_ID", value_name = "ID")]
+    pub tenant_id: Option<String>,
+
+    /// Azure cloud, which sets AZURE_AUTHORITY_HOST: AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud,
+    /// or the https:// authority host of a custom cloud.
+    #[arg(long, env = "WI_CLOUD", value_name = "NAME", default_value = "AzurePublicCloud")]
+    pub cloud: Cloud,
+
+    /// Audience of the projected service account token.
+    #[arg(long, env = "WI_AUDIENCE", value_name = "AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+}
+
+impl EngineArgs {
+    /// The engine configuration these arguments describe.
+    pub fn config(&self) -> Config {
+        Config {
+            tenant_id: self.tenant_id.clone().filter(|t| !t.trim().is_empty()),
+            cloud: self.cloud.clone(),
+            audience: self.audience.clone(),
+        }
+    }
+}
+
+/// Inputs of `wi-webhook mutate`. Files may be JSON or YAML; `-` reads standard input (for one file at most).
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["review", "pod"])))]
+pub struct MutateArgs {
+    /// An AdmissionReview request as the API server sends it. Prints the AdmissionReview response JSON, with the
+    /// patch base64-encoded as the API server expects it.
+    #[arg(long, value_name = "FILE")]
+    pub review: Option<PathBuf>,
+
+    /// A Pod manifest, or a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob whose pod template is
+    /// used. Prints the mutated pod as YAML; warnings and a denial go to standard error.
+    #[arg(long, value_name = "FILE")]
+    pub pod: Option<PathBuf>,
+
+    /// The ServiceAccount the pod runs as (`kubectl get serviceaccount NAME -o yaml`).
+    #[arg(long, value_name = "FILE")]
+    pub service_account: PathBuf,
+
+    /// The pod's Namespace, whose azure.workload.identity/use label opts in every pod in it.
+    #[arg(long, value_name = "FILE")]
+    pub namespace: Option<PathBuf>,
+
+    /// The SecretProviderClass the pod names in workload-identity.rs/secret-provider-class.
+    #[arg(long, value_name = "FILE")]
+    pub secret_provider_class: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// An input of the CLI that cannot be used. The message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is neither valid JSON nor valid YAML, or not the object expected.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, on one line.
+        message: String,
+    },
+    /// More than one input was `-`.
+    #[error("only one input can be read from standard input (-)")]
+    StdinTwice,
+    /// Output could not be written.
+    #[error("cannot write the output: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<(), CliError> {
+    match cli.command {
+        Command::Mutate(args) => run_mutate(&args, stdin, stdout, stderr),
+    }
+}
+
+fn run_mutate(
+    args: &MutateArgs,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut reader = Reader { stdin, used: false };
+    let config = args.engine.config();
+    let sa_path = args.service_account.as_path();
+    let sa_object = reader.read(sa_path)?;
+    let sa = ServiceAccount::from_object(&sa_object).map_err(|e| invalid(sa_path, e))?;
+    let namespace = match &args.namespace {
+        Some(path) => {
+            let object = reader.read(path)?;
+            let labels = mutate::namespace_labels(&object).map_err(|e| invalid(path, e))?;
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Some((path.as_path(), name.unwrap_or_default(), labels))
+        }
+        None => None,
+    };
+    let spc = match &args.secret_provider_class {
+        Some(path) => Some((path.as_path(), reader.read(path)?)),
+        None => None,
+    };
+
+    if let Some(review_path) = &args.review {
+        let body = reader.read(review_path)?;
+        let review = AdmissionReview::from_value(body).map_err(|e| invalid(review_path, e))?;
+        let response = match review.pod_create() {
+            None => review.allow_unchanged(),
+            Some(pod) => {
+                let refs = check_references(pod.pod, pod.namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
+                let inputs = Inputs {
+                    namespace_labels: refs.namespace_labels,
+                    service_account: &sa,
+                    secret_provider_class: refs.secret_provider_class,
+                };
+                review.respond(&mutate::mutate(pod.pod, &inputs, &config))
+            }
+        };
+        let text = serde_json::to_string_pretty(&response).map_err(|e| CliError::Write(e.into()))?;
+        writeln!(stdout, "{text}")?;
+        return Ok(());
+    }
+
+    let Some(pod_path) = &args.pod else {
+        // clap's ArgGroup makes one of --review and --pod required.
+        return Ok(());
+    };
+    let manifest = reader.read(pod_path)?;
+    let mut pod = pod_of(manifest).map_err(|message| CliError::Invalid {
+        path: pod_path.display().to_string(),
+        message,
+    })?;
+    let pod_namespace = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            namespace
+                .as_ref()
+                .map(|(_, name, _)| name.clone())
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| Some(sa.namespace.clone()).filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "default".to_owned());
+    let refs = check_references(&pod, &pod_namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
+    let inputs = Inputs {
+        namespace_labels: refs.namespace_labels,
+        service_account: &sa,
+        secret_provider_class: refs.secret_provider_class,
+    };
+    match mutate::mutate(&pod, &inputs, &config) {
+        Ok(mutation) => {
+            for warning in &mutation.warnings {
+                writeln!(stderr, "warning: {warning}")?;
+            }
+            json_patch::patch(&mut pod, &mutation.patch).map_err(|e| CliError::Invalid {
+                path: pod_path.display().to_string(),
+                message: format!("the patch does not apply (a bug, please report it): {e}"),
+            })?;
+            let yaml = serde_yaml::to_string(&pod).map_err(|e| CliError::Write(std::io::Error::other(e)))?;
+            write!(stdout, "{yaml}")?;
+        }
+        Err(denial) => writeln!(stderr, "denied: {denial}")?,
+    }
+    Ok(())
+}
+
+/// The objects a pod refers to, as read from the files given.
+struct References<'a> {
+    namespace_labels: Option<&'a std::collections::BTreeMap<String, String>>,
+    secret_provider_class: Option<&'a Value>,
+}
+
+type NamespaceInput<'a> = (&'a Path, String, std::collections::BTreeMap<String, String>);
+
+/// Checks that the files given describe what the pod refers to, so that a wrong file is an error rather than a
+/// misleading answer.
+fn check_references<'a>(
+    pod: &Value,
+    pod_namespace: &str,
+    sa: &ServiceAccount,
+    sa_path: &Path,
+    namespace: Option<&'a NamespaceInput<'a>>,
+    spc: Option<&'a (&'a Path, Value)>,
+) -> Result<References<'a>, CliError> {
+    let wanted_sa = service_account_name(pod);
+    if sa.name != wanted_sa {
+        return Err(invalid(
+            sa_path,
+            format!(
+                "the pod runs as ServiceAccount {wanted_sa:?}, this file is ServiceAccount {:?}",
+                sa.name
+            ),
+        ));
+    }
+    if !sa.namespace.is_empty() && sa.namespace != pod_namespace {
+        return Err(invalid(
+            sa_path,
+            format!(
+                "the pod is in namespace {pod_namespace:?}, this ServiceAccount in {:?}",
+                sa.namespace
+            ),
+        ));
+    }
+    if let Some((path, name, _)) = namespace
+        && !name.is_empty()
+        && name != pod_namespace
+    {
+        return Err(invalid(
+            path,
+            format!("the pod is in namespace {pod_namespace:?}, this file is Namespace {name:?}"),
+        ));
+    }
+    let spc_value = match spc {
+        None => None,
+        Some((path, object)) => {
+            let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+            if kind != "SecretProviderClass" {
+                return Err(invalid(
+                    path,
+                    format!("expected kind SecretProviderClass, found kind {kind:?}"),
+                ));
+            }
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match secret_provider_class_name(pod) {
+                None => {
+                    return Err(invalid(
+                        path,
+                        format!("the pod names no SecretProviderClass (annotation {SECRET_PROVIDER_CLASS_ANNOTATION})"),
+                    ));
+                }
+                Some(wanted) if wanted != name => {
+                    return Err(invalid(
+                        path,
+                        format!("the pod names SecretProviderClass {wanted:?}, this file is {name:?}"),
+                    ));
+                }
+                Some(_) => Some(object),
+            }
+        }
+    };
+    Ok(References {
+        namespace_labels: namespace.map(|(_, _, labels)| labels),
+        secret_provider_class: spc_value,
+    })
+}
+
+/// The pod a manifest describes: a Pod as it is, or the pod a workload controller would create from its template.
+fn pod_of(manifest: Value) -> Result<Value, String> {
+    let kind = manifest
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let template = match kind.as_str() {
+        "Pod" => return Ok(manifest),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
+            manifest.pointer("/spec/template")
+        }
+        "CronJob" => manifest.pointer("/spec/jobTemplate/spec/template"),
+        "" => return Err("the manifest has no kind; expected a Pod or a workload with a pod template".to_owned()),
+        other => {
+            return Err(format!(
+                "kind {other} has no pod template; expected a Pod or a workload"
+            ));
+        }
+    };
+    let Some(template) = template.filter(|t| t.is_object()) else {
+        return Err(format!("the {kind} has no pod template"));
+    };
+    let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let owner = manifest
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(kind.as_str());
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.insert("generateName".to_owned(), Value::String(format!("{owner}-")));
+        if let Some(ns) = manifest.pointer("/metadata/namespace") {
+            meta.insert("namespace".to_owned(), ns.clone());
+        }
+    }
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
+}
+
+struct Reader<'a> {
+    stdin: &'a mut dyn Read,
+    used: bool,
+}
+
+impl Reader<'_> {
+    /// Reads a JSON or YAML document from a file, or from standard input for `-`.
+    fn read(&mut self, path: &Path) -> Result<Value, CliError> {
+        let shown = path.display().to_string();
+        let text = if path == Path::new("-") {
+            if self.used {
+                return Err(CliError::StdinTwice);
+            }
+            self.used = true;
+            let mut text = String::new();
+            self.stdin.read_to_string(&mut text).map_err(|source| CliError::Read {
+                path: "standard input".to_owned(),
+                source,
+            })?;
+            text
+        } else {
+            std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: shown.clone(),
+                source,
+            })?
+        };
+        parse_document(&text).map_err(|message| CliError::Invalid { path: shown, message })
+    }
+}
+
+/// Parses JSON (when the text starts with `{` or `[`) or YAML, into JSON values.
+fn parse_document(text: &str) -> Result<Value, String> {
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err("the file is empty".to_owned());
+    }
+    let value: Value = if trimmed.starts_with(['{', '[']) {
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| one_line(&format!("invalid YAML: {e}")))?
+    };
+    if !value.is_object() {
+        return Err("expected a Kubernetes object (a JSON or YAML mapping)".to_owned());
+    }
+    Ok(value)
+}
+
+fn invalid(path: &Path, error: impl std::fmt::Display) -> CliError {
+    CliError::Invalid {
+        path: path.display().to_string(),
+        message: one_line(&error.to_string()),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        let _ = write!(out, "{}", line.trim());
+    }
+    out
+}

@@ -1,0 +1,37 @@
+//! `wi-webhook`: a mutating admission webhook that gives Kubernetes pods an Azure workload identity and the Key
+//! Vault objects of a SecretProviderClass.
+//!
+//! The heart is [`mutate::mutate`], a pure function from a pod and what it refers to (its ServiceAccount, its
+//! namespace's labels, its SecretProviderClass) to a JSON patch plus warnings, or a denial. [`review`] wraps it
+//! in AdmissionReview requests and responses; [`cli`] drives both from files.
+//!
+//! ```
+//! use serde_json::json;
+//! use wi_webhook::config::Config;
+//! use wi_webhook::mutate::{mutate, Inputs, ServiceAccount};
+//!
+//! let pod = json!({
+//!     "metadata": {"name": "app", "labels": {"azure.workload.identity/use": "true"}},
+//!     "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+//! });
+//! let sa = ServiceAccount::from_object(&json!({
+//!     "kind": "ServiceAccount",
+//!     "metadata": {"name": "default", "namespace": "apps",
+//!                  "annotations": {"azure.workload.identity/client-id": "dc93f674-70ec-43e3-be7b-bf11ac753aa3"}},
+//! }))?;
+//! let config = Config { tenant_id: Some("15c361b7-5906-4328-b3f0-4ff62413e436".into()), ..Config::default() };
+//! let inputs = Inputs { namespace_labels: None, service_account: &sa, secret_provider_class: None };
+//! let mutation = mutate(&pod, &inputs, &config)?;
+//!
+//! let mut patched = pod.clone();
+//! json_patch::patch(&mut patched, &mutation.patch)?;
+//! assert_eq!(patched["spec"]["containers"][0]["env"][0]["name"], "AZURE_CLIENT_ID");
+//! assert!(mutation.warnings.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod mutate;
+pub mod review;

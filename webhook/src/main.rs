@@ -1,0 +1,21 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use wi_webhook::cli::{Cli, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(
+        cli,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wi-webhook: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

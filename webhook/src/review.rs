@@ -1,0 +1,349 @@
+//! AdmissionReview in and out: a thin layer over the mutation engine.
+//!
+//! Both `admission.k8s.io/v1` and `v1beta1` are read (their bodies are the same apart from `apiVersion`), and the
+//! response echoes the request's `apiVersion`, `kind` and `uid`. The pod stays a `serde_json::Value` from the wire to
+//! the engine, so nothing the API server sent is lost in a typed round trip.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::mutate::{Denial, Mutation, secret_provider_class_name, service_account_name};
+
+/// The AdmissionReview API versions the webhook accepts.
+pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// A body that is not an AdmissionReview request the webhook can answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// Not JSON at all.
+    #[error("the body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("the body is not a JSON object")]
+    NotAnObject,
+    /// `kind` is not `AdmissionReview`.
+    #[error("kind is {0:?}, expected \"AdmissionReview\"")]
+    WrongKind(String),
+    /// `apiVersion` is missing or not one the webhook speaks.
+    #[error("apiVersion is {0:?}, expected admission.k8s.io/v1 or admission.k8s.io/v1beta1")]
+    UnsupportedVersion(String),
+    /// No `request`.
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    /// `request` lacks a field or has one of the wrong type.
+    #[error("the AdmissionReview request is invalid: {0}")]
+    InvalidRequest(#[source] serde_json::Error),
+}
+
+/// Group, version and kind of the object under review.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupVersionKind {
+    /// API group, empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// API version.
+    #[serde(default)]
+    pub version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The fields of an AdmissionRequest the webhook reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    /// Identifies the request; echoed in the response.
+    pub uid: String,
+    /// Kind of the object.
+    pub kind: GroupVersionKind,
+    /// Subresource, if any (pods/ephemeralcontainers, pods/binding, ...).
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    /// `CREATE`, `UPDATE`, `DELETE` or `CONNECT`.
+    pub operation: String,
+    /// Object name; absent for pods made by controllers, which only have `generateName`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Namespace of the object.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The object as it will be stored, before this webhook's patch.
+    #[serde(default)]
+    pub object: Option<Value>,
+    /// Whether the request is a dry run. The engine has no side effects, so it behaves the same.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// A parsed AdmissionReview request.
+#[derive(Debug, Clone)]
+pub struct AdmissionReview {
+    /// The request's `apiVersion`, echoed in the response.
+    pub api_version: String,
+    /// The request.
+    pub request: AdmissionRequest,
+}
+
+/// A pod being created: what the caller must look up before calling the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct PodCreate<'a> {
+    /// The pod as the API server sent it.
+    pub pod: &'a Value,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// Name of the pod, or its `generateName` prefix for controller-made pods (for logs).
+    pub name: &'a str,
+    /// The ServiceAccount it runs as.
+    pub service_account: &'a str,
+    /// The SecretProviderClass it names, if any.
+    pub secret_provider_class: Option<&'a str>,
+}
+
+impl AdmissionReview {
+    /// Parses a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
+        let value: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
+        Self::from_value(value)
+    }
+
+    /// Reads an AdmissionReview already parsed as JSON.
+    pub fn from_value(value: Value) -> Result<Self, ReviewError> {
+        let Value::Object(mut map) = value else {
+            return Err(ReviewError::NotAnObject);
+        };
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind != "AdmissionReview" {
+            return Err(ReviewError::WrongKind(kind.to_owned()));
+        }
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if !API_VERSIONS.contains(&api_version.as_str()) {
+            return Err(ReviewError::UnsupportedVersion(api_version));
+        }
+        let request = match map.remove("request") {
+            None | Some(Value::Null) => return Err(ReviewError::NoRequest),
+            Some(request) => serde_json::from_value(request).map_err(ReviewError::InvalidRequest)?,
+        };
+        Ok(AdmissionReview { api_version, request })
+    }
+
+    /// The pod, when this is a pod CREATE (the only request the webhook mutates). Anything else is allowed
+    /// unchanged.
+    pub fn pod_create(&self) -> Option<PodCreate<'_>> {
+        let r = &self.request;
+        let is_pod = r.kind.group.is_empty() && r.kind.version == "v1" && r.kind.kind == "Pod";
+        if !is_pod || r.operation != "CREATE" || r.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+            return None;
+        }
+        let pod = r.object.as_ref().filter(|o| o.is_object())?;
+        let meta = |key: &str| pod.pointer(&format!("/metadata/{key}")).and_then(Value::as_str);
+        let namespace = r
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(meta("namespace"))
+            .unwrap_or("default");
+        let name = r
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(meta("name"))
+            .or(meta("generateName"))
+            .unwrap_or_default();
+        Some(PodCreate {
+            pod,
+            namespace,
+            name,
+            service_account: service_account_name(pod),
+            secret_provider_class: secret_provider_class_name(pod),
+        })
+    }
+
+    /// The response for this request: allowed with the mutation's patch and warnings, or denied.
+    pub fn respond(&self, outcome: &Result<Mutation, Denial>) -> Value {
+        let response = match outcome {
+            Ok(mutation) => AdmissionResponse::allowed(&self.request.uid, mutation),
+            Err(denial) => AdmissionResponse::denied(&self.request.uid, denial.to_string(), 403, "Forbidden"),
+        };
+        response.into_review(&self.api_version)
+    }
+
+    /// The response that allows the request unchanged.
+    pub fn allow_unchanged(&self) -> Value {
+        self.respond(&Ok(Mutation::default()))
+    }
+}
+
+/// The response half of an AdmissionReview.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's uid.
+    pub uid: String,
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// Why a request is denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// The JSON patch, base64-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Always `JSONPatch` when a patch is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// Warnings shown to the requester (`kubectl` prints them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The status of a denied request.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    /// HTTP-like code the API server reports.
+    pub code: u16,
+    /// Machine-readable reason.
+    pub reason: &'static str,
+    /// What the requester sees.
+    pub message: String,
+}
+
+impl AdmissionResponse {
+    /// Allowed, with the mutation's patch (omitted when empty) and warnings.
+    pub fn allowed(uid: &str, mutation: &Mutation) -> Self {
+        let patch = (!mutation.patch.0.is_empty()).then(|| {
+            // A patch made of JSON values always serializes.
+            let bytes = serde_json::to_vec(&mutation.patch).unwrap_or_default();
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        });
+        AdmissionResponse {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: None,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: mutation.warnings.clone(),
+        }
+    }
+
+    /// Denied with a message for the requester.
+    pub fn denied(uid: &str, message: String, code: u16, reason: &'static str) -> Self {
+        AdmissionResponse {
+            uid: uid.to_owned(),
+            allowed: false,
+            status: Some(Status { code, reason, message }),
+            patch: None,
+            patch_type: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Wraps the response in an AdmissionReview of the given apiVersion.
+    pub fn into_review(self, api_version: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": api_version,
+            "kind": "AdmissionReview",
+            "response": self,
+        })
+    }
+}
+
+/// Decodes the patch of a response produced by [`AdmissionReview::respond`], for tests and the CLI.
+pub fn decode_patch(review_response: &Value) -> Result<Option<json_patch::Patch>, String> {
+    let Some(encoded) = review_response.pointer("/response/patch").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("patch is not base64: {e}"))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("patch is not a JSON patch: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn review(api_version: &str, request: Value) -> Value {
+        json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": request})
+    }
+
+    #[rstest]
+    #[case(b"not json".as_slice(), "the body is not JSON")]
+    #[case(b"[1]".as_slice(), "not a JSON object")]
+    #[case(br#"{"kind":"Pod","apiVersion":"v1"}"#.as_slice(), "kind is \"Pod\"")]
+    #[case(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v2"}"#.as_slice(), "apiVersion is \"admission.k8s.io/v2\"")]
+    #[case(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#.as_slice(), "has no request")]
+    #[case(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"kind":{}}}"#.as_slice(), "missing field `uid`")]
+    fn invalid_bodies_say_what_is_wrong(#[case] body: &[u8], #[case] expected: &str) {
+        let err = AdmissionReview::parse(body).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err:?} does not contain {expected:?}");
+    }
+
+    #[rstest]
+    #[case("UPDATE", json!({"group": "", "version": "v1", "kind": "Pod"}), None)]
+    #[case("CREATE", json!({"group": "", "version": "v1", "kind": "Pod"}), Some("ephemeralcontainers"))]
+    #[case("CREATE", json!({"group": "apps", "version": "v1", "kind": "Deployment"}), None)]
+    #[case("CREATE", json!({"group": "", "version": "v1", "kind": "Secret"}), None)]
+    fn only_pod_creates_are_for_the_engine(
+        #[case] operation: &str,
+        #[case] kind: Value,
+        #[case] sub_resource: Option<&str>,
+    ) {
+        let body = review(
+            "admission.k8s.io/v1",
+            json!({"uid": "u1", "kind": kind, "operation": operation, "subResource": sub_resource,
+                   "object": {"metadata": {"name": "x"}, "spec": {"containers": []}}}),
+        );
+        let parsed = AdmissionReview::from_value(body).unwrap();
+        assert!(parsed.pod_create().is_none());
+        let out = parsed.allow_unchanged();
+        assert_eq!(out["response"], json!({"uid": "u1", "allowed": true}));
+    }
+
+    #[rstest]
+    #[case("admission.k8s.io/v1")]
+    #[case("admission.k8s.io/v1beta1")]
+    fn responses_echo_api_version_kind_and_uid(#[case] api_version: &str) {
+        let parsed = AdmissionReview::from_value(review(
+            api_version,
+            json!({"uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE"}),
+        ))
+        .unwrap();
+        let denied = parsed.respond(&Err(Denial::SidecarDeliveryUnavailable));
+        assert_eq!(denied["apiVersion"], api_version);
+        assert_eq!(denied["kind"], "AdmissionReview");
+        assert_eq!(denied["response"]["uid"], "abc-123");
+        assert_eq!(denied["response"]["allowed"], false);
+        assert_eq!(denied["response"]["status"]["code"], 403);
+        assert!(
+            denied["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sidecar")
+        );
+    }
+
+    #[test]
+    fn controller_pods_are_named_by_generate_name() {
+        let parsed = AdmissionReview::from_value(review(
+            "admission.k8s.io/v1",
+            json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                   "namespace": "apps",
+                   "object": {"metadata": {"generateName": "web-5f79fbc677-"}, "spec": {"serviceAccount": "legacy"}}}),
+        ))
+        .unwrap();
+        let pod = parsed.pod_create().unwrap();
+        assert_eq!(pod.name, "web-5f79fbc677-");
+        assert_eq!(pod.namespace, "apps");
+        assert_eq!(pod.service_account, "legacy");
+        assert_eq!(pod.secret_provider_class, None);
+    }
+}
