@@ -1,1 +1,69 @@
-fn main() {}
+//! The engine on the largest captured request: `cargo bench -p wi-webhook --bench mutate`.
+//!
+//! Three figures: the full admission path (parse the AdmissionReview body, mutate, encode the response), the
+//! engine alone, and JSON parsing alone as the baseline the engine is compared with.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::Value;
+use wi_webhook::config::Config;
+use wi_webhook::mutate::{Inputs, ServiceAccount, mutate};
+use wi_webhook::review::AdmissionReview;
+
+fn largest_fixture() -> (String, Vec<u8>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/raw");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .max_by_key(|(_, body)| body.len())
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let (name, body) = largest_fixture();
+    let sa_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/serviceaccounts/workload-sa.json");
+    let sa = ServiceAccount::from_object(&serde_json::from_slice(&std::fs::read(sa_path).unwrap()).unwrap()).unwrap();
+    let config = Config {
+        tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+        ..Config::default()
+    };
+    let inputs = Inputs {
+        namespace_labels: None,
+        service_account: &sa,
+        secret_provider_class: None,
+    };
+    let review = AdmissionReview::parse(&body).unwrap();
+    let pod = review.request.object.clone().unwrap();
+
+    let mut group = c.benchmark_group(format!("mutate/{name} ({} bytes)", body.len()));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("baseline: parse JSON only", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<Value>(black_box(&body)).unwrap()))
+    });
+    group.bench_function("engine only", |b| {
+        b.iter(|| black_box(mutate(black_box(&pod), &inputs, &config).unwrap()))
+    });
+    group.bench_function("parse + engine + response", |b| {
+        b.iter(|| {
+            let review = AdmissionReview::parse(black_box(&body)).unwrap();
+            let pod = review.pod_create().unwrap();
+            let outcome = mutate(pod.pod, &inputs, &config);
+            black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -135,6 +135,16 @@ fn run_mutate(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let inputs = [
+        &args.review,
+        &args.pod,
+        &Some(args.service_account.clone()),
+        &args.namespace,
+        &args.secret_provider_class,
+    ];
+    if inputs.iter().filter(|p| p.as_deref() == Some(Path::new("-"))).count() > 1 {
+        return Err(CliError::StdinTwice);
+    }
     let mut reader = Reader { stdin, used: false };
     let config = args.engine.config();
     let sa_path = args.service_account.as_path();

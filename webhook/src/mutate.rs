@@ -606,8 +606,7 @@ fn warn_identity(sa: &ServiceAccount, client_id: Option<&str>, tenant_id: Option
     let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
     match client_id {
         None => warnings.push(format!(
-            "{who} has no {CLIENT_ID_ANNOTATION} annotation: AZURE_CLIENT_ID is not injected and Azure SDKs \
-             cannot sign in"
+            "{who} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected"
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(format!(
             "{who}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs"
@@ -616,8 +615,7 @@ fn warn_identity(sa: &ServiceAccount, client_id: Option<&str>, tenant_id: Option
     }
     match tenant_id {
         None => warnings.push(format!(
-            "no tenant: {who} has no {TENANT_ID_ANNOTATION} annotation and the webhook has no --tenant-id, \
-             so AZURE_TENANT_ID is not injected"
+            "no tenant: {who} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected"
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => {
             warnings.push(format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"))

@@ -22,6 +22,9 @@ pub enum ReviewError {
     /// JSON, but not an object.
     #[error("the body is not a JSON object")]
     NotAnObject,
+    /// JSON, but not shaped like an AdmissionReview (a list, a number for `kind`).
+    #[error("the body is JSON but not an AdmissionReview: {0}")]
+    WrongShape(#[source] serde_json::Error),
     /// `kind` is not `AdmissionReview`.
     #[error("kind is {0:?}, expected \"AdmissionReview\"")]
     WrongKind(String),
@@ -102,10 +105,38 @@ pub struct PodCreate<'a> {
 }
 
 impl AdmissionReview {
-    /// Parses a request body.
+    /// Parses a request body. The request is read straight from the bytes (the envelope first, as raw JSON), so
+    /// the pod is parsed once.
     pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
-        let value: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
-        Self::from_value(value)
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Envelope<'a> {
+            #[serde(default)]
+            kind: Option<String>,
+            #[serde(default)]
+            api_version: Option<String>,
+            #[serde(default, borrow)]
+            request: Option<&'a serde_json::value::RawValue>,
+        }
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ReviewError::NotAnObject,
+                Err(e) => ReviewError::NotJson(e),
+            });
+        }
+        let envelope: Envelope<'_> = match serde_json::from_slice(body) {
+            Ok(envelope) => envelope,
+            // Valid JSON of another shape (a list, a string) is told apart from invalid JSON.
+            Err(e) if e.is_data() => return Err(ReviewError::WrongShape(e)),
+            Err(e) => return Err(ReviewError::NotJson(e)),
+        };
+        let api_version = check_envelope(envelope.kind.as_deref(), envelope.api_version.as_deref())?;
+        let raw = envelope
+            .request
+            .filter(|r| r.get() != "null")
+            .ok_or(ReviewError::NoRequest)?;
+        let request = serde_json::from_str(raw.get()).map_err(ReviewError::InvalidRequest)?;
+        Ok(AdmissionReview { api_version, request })
     }
 
     /// Reads an AdmissionReview already parsed as JSON.
@@ -113,18 +144,10 @@ impl AdmissionReview {
         let Value::Object(mut map) = value else {
             return Err(ReviewError::NotAnObject);
         };
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
-        if kind != "AdmissionReview" {
-            return Err(ReviewError::WrongKind(kind.to_owned()));
-        }
-        let api_version = map
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if !API_VERSIONS.contains(&api_version.as_str()) {
-            return Err(ReviewError::UnsupportedVersion(api_version));
-        }
+        let api_version = check_envelope(
+            map.get("kind").and_then(Value::as_str),
+            map.get("apiVersion").and_then(Value::as_str),
+        )?;
         let request = match map.remove("request") {
             None | Some(Value::Null) => return Err(ReviewError::NoRequest),
             Some(request) => serde_json::from_value(request).map_err(ReviewError::InvalidRequest)?,
@@ -177,6 +200,18 @@ impl AdmissionReview {
     pub fn allow_unchanged(&self) -> Value {
         self.respond(&Ok(Mutation::default()))
     }
+}
+
+fn check_envelope(kind: Option<&str>, api_version: Option<&str>) -> Result<String, ReviewError> {
+    let kind = kind.unwrap_or_default();
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::WrongKind(kind.to_owned()));
+    }
+    let api_version = api_version.unwrap_or_default();
+    if !API_VERSIONS.contains(&api_version) {
+        return Err(ReviewError::UnsupportedVersion(api_version.to_owned()));
+    }
+    Ok(api_version.to_owned())
 }
 
 /// The response half of an AdmissionReview.
@@ -277,7 +312,9 @@ mod tests {
 
     #[rstest]
     #[case(b"not json".as_slice(), "the body is not JSON")]
-    #[case(b"[1]".as_slice(), "not a JSON object")]
+    #[case(b" [1]".as_slice(), "not a JSON object")]
+    #[case(b"".as_slice(), "the body is not JSON: EOF")]
+    #[case(br#"{"kind":3}"#.as_slice(), "not an AdmissionReview: invalid type: integer `3`")]
     #[case(br#"{"kind":"Pod","apiVersion":"v1"}"#.as_slice(), "kind is \"Pod\"")]
     #[case(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v2"}"#.as_slice(), "apiVersion is \"admission.k8s.io/v2\"")]
     #[case(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#.as_slice(), "has no request")]

@@ -235,7 +235,11 @@ fn check_fixture(case: &Expect) {
     .unwrap();
     assert_eq!(warnings.len(), case.warnings.len(), "{}: {warnings:?}", case.file);
     for expected in case.warnings {
-        assert!(warnings.iter().any(|w| w.contains(expected)), "{}: {warnings:?}", case.file);
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "{}: {warnings:?}",
+            case.file
+        );
     }
 
     let patch = decode_patch(&response).unwrap().expect("a patch");
@@ -285,13 +289,22 @@ fn check_fixture(case: &Expect) {
         };
         let expected = [
             (ENV_CLIENT_ID, user(ENV_CLIENT_ID).or(case.client_id)),
-            (ENV_TENANT_ID, Some(SA_TENANT).filter(|_| case.client_id.is_some()).or(Some(TENANT))),
+            (
+                ENV_TENANT_ID,
+                Some(SA_TENANT).filter(|_| case.client_id.is_some()).or(Some(TENANT)),
+            ),
             (ENV_FEDERATED_TOKEN_FILE, Some(TOKEN_FILE_PATH)),
             (ENV_AUTHORITY_HOST, Some("https://login.microsoftonline.com/")),
         ];
         for (name, value) in expected {
             let found = env_named(container, name);
-            assert_eq!(found, value.into_iter().collect::<Vec<_>>(), "{} {}", case.file, container.name);
+            assert_eq!(
+                found,
+                value.into_iter().collect::<Vec<_>>(),
+                "{} {}",
+                case.file,
+                container.name
+            );
         }
         let mounts: Vec<_> = container
             .volume_mounts
@@ -389,13 +402,15 @@ fn csi_delivery_on_a_captured_pod() {
     assert_eq!(csi.read_only, Some(true));
     assert_eq!(
         csi.volume_attributes,
-        Some(BTreeMap::from([("secretProviderClass".to_owned(), "azure-kv-spc".to_owned())]))
+        Some(BTreeMap::from([(
+            "secretProviderClass".to_owned(),
+            "azure-kv-spc".to_owned()
+        )]))
     );
     let has_secrets = |c: &Container| {
-        c.volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.name == SECRETS_VOLUME && m.mount_path == DEFAULT_SECRETS_MOUNT_PATH && m.read_only == Some(true))
+        c.volume_mounts.iter().flatten().any(|m| {
+            m.name == SECRETS_VOLUME && m.mount_path == DEFAULT_SECRETS_MOUNT_PATH && m.read_only == Some(true)
+        })
     };
     let names: Vec<(&str, bool)> = spec
         .init_containers
@@ -406,7 +421,12 @@ fn csi_delivery_on_a_captured_pod() {
         .collect();
     assert_eq!(
         names,
-        [("init-schema", false), ("init-config", false), ("app", true), ("worker", true)]
+        [
+            ("init-schema", false),
+            ("init-config", false),
+            ("app", true),
+            ("worker", true)
+        ]
     );
     assert!(mutate_again(&patched).is_empty());
 }

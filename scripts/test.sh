@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints, then every test of the workspace.
+# Needs only a Rust toolchain with rustfmt and clippy; .ci/run installs the rest on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test --workspace"
+# Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.
+INSTA_UPDATE=no cargo test --workspace --locked
