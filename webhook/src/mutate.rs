@@ -1348,6 +1348,24 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_containers_and_unknown_fields_pass_through() {
+        let mut p = pod(json!({}), json!([{"name": "app", "x-future-field": {"a": [1, 2]}}]));
+        p["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox", "targetContainerName": "app"}]);
+        p["spec"]["x-future-spec"] = json!(true);
+        let m = run(&p, &annotated_sa(), None).unwrap();
+        assert!(
+            m.patch.0.iter().all(|op| !op.path().to_string().contains("ephemeral")),
+            "{:?}",
+            m.patch
+        );
+        let out = apply(&p, &m);
+        assert_eq!(out["spec"]["ephemeralContainers"], p["spec"]["ephemeralContainers"]);
+        assert_eq!(out["spec"]["x-future-spec"], true);
+        assert_eq!(out["spec"]["containers"][0]["x-future-field"], json!({"a": [1, 2]}));
+    }
+
+    #[test]
     fn a_skip_list_naming_every_container_adds_nothing() {
         let p = pod(json!({SKIP_CONTAINERS_ANNOTATION: "app"}), json!([{"name": "app"}]));
         let m = run(&p, &annotated_sa(), None).unwrap();
