@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
-        secret_provider_class: None,
+        secret_provider_class: Default::default(),
     };
     let review = AdmissionReview::parse(&body).unwrap();
     let pod = review.request.object.clone().unwrap();

@@ -34,6 +34,12 @@ pub enum Command {
     /// Exits 0 whether the pod is allowed or denied (a denial is printed), and 2 with a one-line reason when an
     /// input cannot be read.
     Mutate(MutateArgs),
+
+    /// Serve admission requests over HTTPS, with /healthz, /readyz and /metrics on the admin port.
+    ///
+    /// Reads ServiceAccounts, Namespaces and SecretProviderClasses from Kubernetes (KUBECONFIG, or the in-cluster
+    /// service account). Stops on SIGTERM or SIGINT after draining in-flight requests.
+    Serve(Box<crate::server::ServeArgs>),
 }
 
 /// Settings of the mutation engine, shared by every subcommand that mutates.
@@ -120,12 +126,34 @@ pub enum CliError {
     /// Output could not be written.
     #[error("cannot write the output: {0}")]
     Write(#[from] std::io::Error),
+    /// The server stopped with an error (a bad certificate, a busy port, no Kubernetes access).
+    #[error("{0:#}")]
+    Serve(anyhow::Error),
+}
+
+impl CliError {
+    /// The process exit code: 2 for input the user can fix, 1 when the server fails.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Serve(_) => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Mutate(args) => run_mutate(&args, stdin, stdout, stderr),
+        Command::Serve(args) => {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| CliError::Serve(e.into()))?;
+            runtime
+                .block_on(crate::server::serve(*args, provider))
+                .map_err(CliError::Serve)
+        }
     }
 }
 
@@ -177,7 +205,7 @@ fn run_mutate(
                 let inputs = Inputs {
                     namespace_labels: refs.namespace_labels,
                     service_account: &sa,
-                    secret_provider_class: refs.secret_provider_class,
+                    secret_provider_class: refs.secret_provider_class.into(),
                 };
                 review.respond(&mutate::mutate(pod.pod, &inputs, &config))
             }
@@ -213,7 +241,7 @@ fn run_mutate(
     let inputs = Inputs {
         namespace_labels: refs.namespace_labels,
         service_account: &sa,
-        secret_provider_class: refs.secret_provider_class,
+        secret_provider_class: refs.secret_provider_class.into(),
     };
     match mutate::mutate(&pod, &inputs, &config) {
         Ok(mutation) => {

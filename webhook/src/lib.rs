@@ -3,7 +3,8 @@
 //!
 //! The heart is [`mutate::mutate`], a pure function from a pod and what it refers to (its ServiceAccount, its
 //! namespace's labels, its SecretProviderClass) to a JSON patch plus warnings, or a denial. [`review`] wraps it
-//! in AdmissionReview requests and responses; [`cli`] drives both from files.
+//! in AdmissionReview requests and responses; [`server`] serves them over HTTPS with [`lookup`] caches of the
+//! cluster's objects; [`cli`] drives it all from the command line, and the engine from files.
 //!
 //! ```
 //! use serde_json::json;
@@ -20,7 +21,7 @@
 //!                  "annotations": {"azure.workload.identity/client-id": "dc93f674-70ec-43e3-be7b-bf11ac753aa3"}},
 //! }))?;
 //! let config = Config { tenant_id: Some("15c361b7-5906-4328-b3f0-4ff62413e436".into()), ..Config::default() };
-//! let inputs = Inputs { namespace_labels: None, service_account: &sa, secret_provider_class: None };
+//! let inputs = Inputs { namespace_labels: None, service_account: &sa, secret_provider_class: Default::default() };
 //! let mutation = mutate(&pod, &inputs, &config)?;
 //!
 //! let mut patched = pod.clone();
@@ -33,5 +34,8 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod lookup;
 pub mod mutate;
 pub mod review;
+pub mod server;
+pub mod telemetry;

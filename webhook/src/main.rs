@@ -4,6 +4,8 @@ use clap::Parser;
 use wi_webhook::cli::{Cli, run};
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the process: the server and the Kubernetes client both use it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = run(
         cli,
@@ -15,7 +17,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wi-webhook: {error}");
-            ExitCode::from(2)
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -107,8 +107,26 @@ pub struct Inputs<'a> {
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// The pod's ServiceAccount.
     pub service_account: &'a ServiceAccount,
-    /// The SecretProviderClass the pod names, `None` when it names none or it was not found.
-    pub secret_provider_class: Option<&'a Value>,
+    /// The SecretProviderClass the pod names, as the caller found it (ignored when the pod names none).
+    pub secret_provider_class: ClassLookup<'a>,
+}
+
+/// What became of looking up the SecretProviderClass a pod names.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum ClassLookup<'a> {
+    /// The class object.
+    Found(&'a Value),
+    /// No such class in the pod's namespace (or no SecretProviderClass CRD in the cluster).
+    #[default]
+    NotFound,
+    /// The lookup failed; the message says why. The pod is still injected: the CSI driver reads the class itself.
+    Failed(&'a str),
+}
+
+impl<'a> From<Option<&'a Value>> for ClassLookup<'a> {
+    fn from(value: Option<&'a Value>) -> Self {
+        value.map_or(ClassLookup::NotFound, ClassLookup::Found)
+    }
 }
 
 /// The engine's answer for a pod it admits.
@@ -626,17 +644,27 @@ fn warn_identity(sa: &ServiceAccount, client_id: Option<&str>, tenant_id: Option
 
 fn warn_secret_provider_class(
     plan: &SecretsPlan,
-    spc: Option<&Value>,
+    spc: ClassLookup<'_>,
     sa: &ServiceAccount,
     client_id: Option<&str>,
     warnings: &mut Vec<String>,
 ) {
-    let Some(spc) = spc else {
-        warnings.push(format!(
-            "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it exists",
-            plan.class, sa.namespace
-        ));
-        return;
+    let spc = match spc {
+        ClassLookup::Found(spc) => spc,
+        ClassLookup::NotFound => {
+            warnings.push(format!(
+                "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it exists",
+                plan.class, sa.namespace
+            ));
+            return;
+        }
+        ClassLookup::Failed(why) => {
+            warnings.push(format!(
+                "SecretProviderClass {:?} could not be checked: {why}",
+                plan.class
+            ));
+            return;
+        }
     };
     let name = &plan.class;
     if let Some(provider) = spc.pointer("/spec/provider").and_then(Value::as_str)
@@ -1180,7 +1208,7 @@ mod tests {
         let inputs = Inputs {
             namespace_labels: None,
             service_account: sa,
-            secret_provider_class: spc,
+            secret_provider_class: spc.into(),
         };
         mutate(pod, &inputs, &config())
     }
@@ -1240,7 +1268,7 @@ mod tests {
         let inputs = Inputs {
             namespace_labels: Some(&ns),
             service_account: &sa,
-            secret_provider_class: None,
+            secret_provider_class: ClassLookup::NotFound,
         };
         let m = mutate(&p, &inputs, &config()).unwrap();
         assert_eq!(!m.patch.0.is_empty(), injected, "{m:?}");
@@ -1291,7 +1319,7 @@ mod tests {
         let inputs = Inputs {
             namespace_labels: None,
             service_account: &sa,
-            secret_provider_class: None,
+            secret_provider_class: ClassLookup::NotFound,
         };
         let cfg = Config { cloud, ..config() };
         let out = apply(&p, &mutate(&p, &inputs, &cfg).unwrap());

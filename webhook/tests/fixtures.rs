@@ -165,7 +165,7 @@ fn admit(body: &[u8], namespace_labels: Option<&BTreeMap<String, String>>, spc: 
     let inputs = Inputs {
         namespace_labels,
         service_account: &sa,
-        secret_provider_class: spc,
+        secret_provider_class: spc.into(),
     };
     let response = review.respond(&mutate(pod.pod, &inputs, &config()));
     (review.request.object.clone().unwrap(), response)
@@ -183,7 +183,7 @@ fn mutate_again(pod: &Value) -> Vec<PatchOperation> {
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
-        secret_provider_class: spc.as_ref(),
+        secret_provider_class: spc.as_ref().into(),
     };
     mutate(pod, &inputs, &config()).unwrap().patch.0
 }

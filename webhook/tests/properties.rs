@@ -167,7 +167,7 @@ fn run(pod: &Value) -> Result<Vec<PatchOperation>, String> {
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
-        secret_provider_class: Some(&spc),
+        secret_provider_class: Some(&spc).into(),
     };
     mutate(pod, &inputs, &config())
         .map(|m| m.patch.0)

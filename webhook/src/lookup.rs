@@ -1,0 +1,504 @@
+//! What the admission handler looks up before it calls the engine: the pod's ServiceAccount, its namespace's
+//! labels and the SecretProviderClass it names.
+//!
+//! [`KubeLookup`] keeps ServiceAccounts and Namespaces in `kube` reflector caches fed by metadata-only watches,
+//! stripped to the keys of the contract (a few hundred bytes an object, whatever else they carry), and falls back to
+//! a live GET on a miss, which covers an object created a moment before the pod (informer lag). SecretProviderClasses
+//! are read live, only when a pod names one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount as K8sServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+
+use crate::contract::{PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
+use crate::mutate::ServiceAccount;
+
+/// A lookup that failed for a reason other than "not found" (the API server is unreachable, RBAC forbids it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LookupError(String);
+
+impl LookupError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        LookupError(message.into())
+    }
+}
+
+/// Where the handler finds what a pod refers to.
+pub trait Lookup: Send + Sync + 'static {
+    /// The ServiceAccount `namespace/name`; `None` when it does not exist.
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>>;
+
+    /// The labels of a namespace; `None` when it does not exist.
+    fn namespace_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>>;
+
+    /// The SecretProviderClass `namespace/name` as JSON; `None` when it (or its CRD) does not exist.
+    fn secret_provider_class<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, LookupError>>;
+
+    /// Whether the caches have synced, for readiness.
+    fn is_ready(&self) -> bool;
+
+    /// Objects cached, by kind, for metrics.
+    fn cached(&self) -> Vec<(&'static str, usize)>;
+}
+
+/// Keeps only the annotation and label keys the engine reads or warns about (those under the contract's
+/// prefixes, matched case-insensitively like the engine's look-alike check), and the name and namespace.
+fn strip(meta: &mut ObjectMeta) {
+    let keep = |k: &String| {
+        let lower = k.to_ascii_lowercase();
+        lower.starts_with(UPSTREAM_PREFIX.trim_end_matches('/'))
+            || lower.starts_with(PROJECT_PREFIX.trim_end_matches('/'))
+    };
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        annotations: meta
+            .annotations
+            .take()
+            .map(|a| a.into_iter().filter(|(k, _)| keep(k)).collect()),
+        labels: meta
+            .labels
+            .take()
+            .map(|l| l.into_iter().filter(|(k, _)| keep(k)).collect()),
+        ..ObjectMeta::default()
+    };
+}
+
+fn to_service_account(meta: &ObjectMeta) -> ServiceAccount {
+    ServiceAccount {
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+    }
+}
+
+fn namespace_use_label(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() == USE_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The SecretProviderClass resource of the Secrets Store CSI driver.
+fn secret_provider_class_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass"),
+        "secretproviderclasses",
+    )
+}
+
+/// Lookups against the Kubernetes API, with caches.
+#[derive(Clone)]
+pub struct KubeLookup {
+    client: kube::Client,
+    service_accounts: Store<PartialObjectMeta<K8sServiceAccount>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    synced: Arc<AtomicBool>,
+}
+
+impl KubeLookup {
+    /// Starts the ServiceAccount and Namespace reflectors. The returned future drives them and must be spawned;
+    /// it runs until the process ends (the watches retry with backoff on errors).
+    pub fn start(client: kube::Client) -> (Self, BoxFuture<'static, ()>) {
+        let (service_accounts, sa_writer) = reflector::store();
+        let (namespaces, ns_writer) = reflector::store();
+        let synced = Arc::new(AtomicBool::new(false));
+
+        let sa_stream = watcher::watcher(
+            Api::<PartialObjectMeta<K8sServiceAccount>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|sa| strip(&mut sa.metadata))
+        .reflect(sa_writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "ServiceAccount watch failed; retrying");
+            }
+        });
+        let ns_stream = watcher::watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|ns| strip(&mut ns.metadata))
+        .reflect(ns_writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "Namespace watch failed; retrying");
+            }
+        });
+        let ready = {
+            let (sa, ns, synced) = (service_accounts.clone(), namespaces.clone(), synced.clone());
+            async move {
+                if sa.wait_until_ready().await.is_ok() && ns.wait_until_ready().await.is_ok() {
+                    tracing::info!(service_accounts = sa.len(), namespaces = ns.len(), "caches synced");
+                    synced.store(true, Ordering::Release);
+                }
+            }
+        };
+        let driver = async move {
+            tokio::join!(sa_stream, ns_stream, ready);
+        }
+        .boxed();
+        (
+            KubeLookup {
+                client,
+                service_accounts,
+                namespaces,
+                synced,
+            },
+            driver,
+        )
+    }
+
+    /// A lookup over stores filled by the caller (tests), with `client` for live reads.
+    pub fn with_stores(
+        client: kube::Client,
+        service_accounts: Store<PartialObjectMeta<K8sServiceAccount>>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+    ) -> Self {
+        KubeLookup {
+            client,
+            service_accounts,
+            namespaces,
+            synced: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+fn api_error(what: &str, error: kube::Error) -> LookupError {
+    LookupError(format!("cannot read {what}: {error}"))
+}
+
+impl Lookup for KubeLookup {
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
+        async move {
+            let key = ObjectRef::new(name).within(namespace);
+            if let Some(cached) = self.service_accounts.get(&key) {
+                return Ok(Some(to_service_account(&cached.metadata)));
+            }
+            // A miss: the account may be newer than the cache.
+            tracing::debug!(namespace, name, "ServiceAccount not cached; reading it live");
+            let api = Api::<PartialObjectMeta<K8sServiceAccount>>::namespaced(self.client.clone(), namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error(&format!("ServiceAccount {namespace}/{name}"), e))?;
+            Ok(found.map(|mut sa| {
+                strip(&mut sa.metadata);
+                to_service_account(&sa.metadata)
+            }))
+        }
+        .boxed()
+    }
+
+    fn namespace_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
+        async move {
+            if let Some(cached) = self.namespaces.get(&ObjectRef::new(namespace)) {
+                return Ok(Some(namespace_use_label(&cached.metadata)));
+            }
+            let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
+            let found = api
+                .get_opt(namespace)
+                .await
+                .map_err(|e| api_error(&format!("Namespace {namespace}"), e))?;
+            Ok(found.map(|ns| namespace_use_label(&ns.metadata)))
+        }
+        .boxed()
+    }
+
+    fn secret_provider_class<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, LookupError>> {
+        async move {
+            let resource = secret_provider_class_resource();
+            let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error(&format!("SecretProviderClass {namespace}/{name}"), e))?;
+            found
+                .map(|object| serde_json::to_value(object).map_err(|e| LookupError(e.to_string())))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn cached(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("serviceaccounts", self.service_accounts.len()),
+            ("namespaces", self.namespaces.len()),
+        ]
+    }
+}
+
+/// A fixed set of objects, for tests and tools that run without a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct StaticLookup {
+    /// ServiceAccounts.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// Namespace name to labels.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// SecretProviderClass objects.
+    pub secret_provider_classes: Vec<Value>,
+}
+
+impl Lookup for StaticLookup {
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
+        let found = self
+            .service_accounts
+            .iter()
+            .find(|sa| sa.namespace == namespace && sa.name == name)
+            .cloned();
+        futures::future::ready(Ok(found)).boxed()
+    }
+
+    fn namespace_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
+        futures::future::ready(Ok(self.namespaces.get(namespace).cloned())).boxed()
+    }
+
+    fn secret_provider_class<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, LookupError>> {
+        let found = self
+            .secret_provider_classes
+            .iter()
+            .find(|spc| {
+                spc.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace)
+                    && spc.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+            })
+            .cloned();
+        futures::future::ready(Ok(found)).boxed()
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn cached(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("serviceaccounts", self.service_accounts.len()),
+            ("namespaces", self.namespaces.len()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock_client() -> (kube::Client, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (kube::Client::new(service, "default"), handle)
+    }
+
+    fn sa_meta(namespace: &str, name: &str, annotations: Value) -> PartialObjectMeta<K8sServiceAccount> {
+        serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations,
+                         "managedFields": [{"manager": "kubectl"}]},
+        }))
+        .unwrap()
+    }
+
+    fn lookup_with(client: kube::Client, cached: Vec<PartialObjectMeta<K8sServiceAccount>>) -> KubeLookup {
+        let (sa_store, mut sa_writer) = reflector::store();
+        for mut sa in cached {
+            strip(&mut sa.metadata);
+            sa_writer.apply_watcher_event(&Event::Apply(sa));
+        }
+        let (ns_store, _ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        KubeLookup::with_stores(client, sa_store, ns_store)
+    }
+
+    /// Answers exactly one request, checking its path.
+    async fn answer_once(mut handle: Handle, path: &'static str, status: StatusCode, body: Value) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        assert_eq!(request.uri().path(), path);
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_account_is_answered_without_a_request() {
+        let (client, mut handle) = mock_client();
+        let lookup = lookup_with(
+            client,
+            vec![sa_meta(
+                "apps",
+                "web",
+                json!({"azure.workload.identity/client-id": "abc", "kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+            )],
+        );
+        // The mock API server never answers: a request would make this time out.
+        let sa = tokio::time::timeout(std::time::Duration::from_secs(5), lookup.service_account("apps", "web"))
+            .await
+            .expect("answered from the cache")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            sa.annotations,
+            BTreeMap::from([("azure.workload.identity/client-id".into(), "abc".into())])
+        );
+        let none = tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await;
+        assert!(none.is_err(), "no request reached the API server");
+    }
+
+    #[tokio::test]
+    async fn a_miss_reads_the_account_live() {
+        let (client, handle) = mock_client();
+        let lookup = lookup_with(client, vec![]);
+        let server = tokio::spawn(answer_once(
+            handle,
+            "/api/v1/namespaces/apps/serviceaccounts/new-sa",
+            StatusCode::OK,
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                   "metadata": {"name": "new-sa", "namespace": "apps",
+                                "annotations": {"azure.workload.identity/client-id": "def"}}}),
+        ));
+        let sa = lookup.service_account("apps", "new-sa").await.unwrap().unwrap();
+        server.await.unwrap();
+        assert_eq!(sa.name, "new-sa");
+        assert_eq!(sa.annotations["azure.workload.identity/client-id"], "def");
+    }
+
+    #[tokio::test]
+    async fn a_missing_account_is_none_and_an_api_failure_is_an_error() {
+        let (client, handle) = mock_client();
+        let lookup = lookup_with(client, vec![]);
+        let server = tokio::spawn(answer_once(
+            handle,
+            "/api/v1/namespaces/apps/serviceaccounts/ghost",
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                   "message": "serviceaccounts \"ghost\" not found"}),
+        ));
+        assert!(lookup.service_account("apps", "ghost").await.unwrap().is_none());
+        server.await.unwrap();
+
+        let (client, handle) = mock_client();
+        let lookup = lookup_with(client, vec![]);
+        let server = tokio::spawn(answer_once(
+            handle,
+            "/api/v1/namespaces/apps/serviceaccounts/web",
+            StatusCode::FORBIDDEN,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                   "message": "serviceaccounts \"web\" is forbidden"}),
+        ));
+        let err = lookup.service_account("apps", "web").await.unwrap_err().to_string();
+        server.await.unwrap();
+        assert!(
+            err.contains("cannot read ServiceAccount apps/web") && err.contains("forbidden"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn secret_provider_classes_are_read_live_and_a_missing_one_is_none() {
+        let (client, handle) = mock_client();
+        let lookup = lookup_with(client, vec![]);
+        let path = "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/apps/secretproviderclasses/kv";
+        let server = tokio::spawn(answer_once(
+            handle,
+            path,
+            StatusCode::OK,
+            json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+                   "metadata": {"name": "kv", "namespace": "apps"},
+                   "spec": {"provider": "azure", "parameters": {"clientID": "x"}}}),
+        ));
+        let spc = lookup.secret_provider_class("apps", "kv").await.unwrap().unwrap();
+        server.await.unwrap();
+        assert_eq!(spc.pointer("/spec/parameters/clientID"), Some(&json!("x")));
+
+        let (client, handle) = mock_client();
+        let lookup = lookup_with(client, vec![]);
+        let server = tokio::spawn(answer_once(
+            handle,
+            path,
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                   "message": "the server could not find the requested resource"}),
+        ));
+        assert!(lookup.secret_provider_class("apps", "kv").await.unwrap().is_none());
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn stripping_keeps_only_contract_keys() {
+        let mut meta: ObjectMeta = serde_json::from_value(json!({
+            "name": "a", "namespace": "b", "uid": "u", "resourceVersion": "1",
+            "annotations": {"azure.workload.identity/client-id": "x", "Azure.Workload.Identity/client_id": "y",
+                            "workload-identity.rs/whatever": "z", "kubectl.kubernetes.io/last-applied-configuration": "big"},
+            "labels": {"azure.workload.identity/use": "true", "app": "web"},
+            "managedFields": [{"manager": "kubectl"}],
+        }))
+        .unwrap();
+        strip(&mut meta);
+        let stripped = serde_json::to_value(&meta).unwrap();
+        assert_eq!(
+            stripped,
+            json!({"name": "a", "namespace": "b",
+                   "annotations": {"Azure.Workload.Identity/client_id": "y", "azure.workload.identity/client-id": "x",
+                                   "workload-identity.rs/whatever": "z"},
+                   "labels": {"azure.workload.identity/use": "true"}})
+        );
+    }
+}

@@ -1,0 +1,509 @@
+//! `wi-webhook serve`: the HTTPS admission endpoint and the admin port.
+//!
+//! The handler is thin: parse the AdmissionReview, look up what the pod refers to, call the pure engine, answer.
+//! The server loads its certificate before it listens (a bad certificate stops it at start), reloads it when the
+//! files change, and on SIGTERM or SIGINT turns unready, keeps serving for `--shutdown-delay` while endpoints
+//! update, stops accepting and drains in-flight requests for at most `--shutdown-grace`.
+
+pub mod metrics;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clap::Args;
+use http::{HeaderMap, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::crypto::CryptoProvider;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
+
+use crate::cli::EngineArgs;
+use crate::config::Config;
+use crate::contract::USE_LABEL;
+use crate::lookup::{KubeLookup, Lookup};
+use crate::mutate::{self, ClassLookup, Inputs};
+use crate::review::{AdmissionResponse, AdmissionReview};
+use crate::telemetry::LogArgs;
+use metrics::{Metrics, Outcome};
+use tls::{CertStore, TlsVersion};
+
+/// Flags of `wi-webhook serve`. Each has a `WI_*` environment variable twin.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission endpoint (paths /mutate-v1-pod and /mutate).
+    #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP admin endpoint: /healthz, /readyz, /metrics.
+    #[arg(long, env = "WI_ADMIN_LISTEN", default_value = "0.0.0.0:9440")]
+    pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain served, leaf first. Reloaded when it changes (a Secret volume's ..data swap included).
+    #[arg(
+        long,
+        env = "WI_TLS_CERT_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "WI_TLS_KEY_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// Lowest TLS version accepted.
+    #[arg(long, env = "WI_TLS_MIN_VERSION", value_enum, default_value = "1.2")]
+    pub tls_min_version: TlsVersion,
+
+    /// How often the certificate files are read again even without a change notification.
+    #[arg(long, env = "WI_TLS_POLL_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub tls_poll_interval: Duration,
+
+    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "WI_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds).
+    #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// After SIGTERM, how long the server stays up, unready, so that endpoints stop sending to it.
+    #[arg(long, env = "WI_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay, how long in-flight requests may take to finish before the server exits anyway.
+    #[arg(long, env = "WI_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// What the handler needs.
+struct AppState {
+    lookup: Arc<dyn Lookup>,
+    config: Config,
+    metrics: Arc<Metrics>,
+}
+
+/// What the admin endpoints report on.
+struct AdminState {
+    lookup: Arc<dyn Lookup>,
+    certs: Arc<CertStore>,
+    metrics: Arc<Metrics>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// A webhook bound to its ports with its certificate loaded, ready to [`run`](Webhook::run).
+pub struct Webhook {
+    admission: TcpListener,
+    admin: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    admin_app: Router,
+    certs: Arc<CertStore>,
+    metrics: Arc<Metrics>,
+    shutting_down: Arc<AtomicBool>,
+    args: ServeArgs,
+}
+
+impl Webhook {
+    /// Loads the certificate and binds both ports. Fails, saying why, on a bad certificate or a busy port.
+    pub async fn bind(args: ServeArgs, lookup: Arc<dyn Lookup>, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let tenant_id = args.engine.tenant_id.clone().filter(|t| !t.trim().is_empty());
+        anyhow::ensure!(
+            tenant_id.is_some(),
+            "--tenant-id (or WI_TENANT_ID) is required to serve"
+        );
+        let certs = CertStore::load(&args.tls_cert_file, &args.tls_key_file, provider.clone())
+            .context("cannot load the serving certificate")?;
+        let tls = tls::server_config(certs.clone(), args.tls_min_version, provider)?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.certificate_expiry.set(certs.not_after());
+        let shutting_down = Arc::new(AtomicBool::new(false));
+
+        let app = admission_router(
+            Arc::new(AppState {
+                lookup: lookup.clone(),
+                config: args.engine.config(),
+                metrics: metrics.clone(),
+            }),
+            args.max_body_bytes,
+            args.request_timeout,
+        );
+        let admin_app = admin_router(Arc::new(AdminState {
+            lookup,
+            certs: certs.clone(),
+            metrics: metrics.clone(),
+            shutting_down: shutting_down.clone(),
+        }));
+        let admission = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+        Ok(Webhook {
+            admission,
+            admin,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            app,
+            admin_app,
+            certs,
+            metrics,
+            shutting_down,
+            args,
+        })
+    }
+
+    /// Where the HTTPS admission endpoint listens.
+    pub fn admission_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admission.local_addr()
+    }
+
+    /// Where the admin endpoint listens.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// The certificate store, to follow reloads.
+    pub fn certificates(&self) -> Arc<CertStore> {
+        self.certs.clone()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully (see the module docs).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Webhook {
+            admission,
+            admin,
+            acceptor,
+            app,
+            admin_app,
+            certs,
+            metrics,
+            shutting_down,
+            args,
+        } = self;
+        let cert_watch = tokio::spawn(tls::watch(certs, metrics, args.tls_poll_interval));
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(async move {
+            let stopped = async {
+                let _ = admin_stopped.await;
+            };
+            axum::serve(admin, admin_app).with_graceful_shutdown(stopped).await
+        });
+        tracing::info!(
+            listen = %admission.local_addr()?,
+            admin = %args.admin_listen,
+            "serving admission requests"
+        );
+
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let delayed_shutdown = {
+            let shutting_down = shutting_down.clone();
+            let delay = args.shutdown_delay;
+            async move {
+                shutdown.await;
+                shutting_down.store(true, Ordering::Release);
+                tracing::info!(delay = ?delay, "shutting down: unready, still serving during the delay");
+                tokio::time::sleep(delay).await;
+            }
+        };
+        tokio::pin!(delayed_shutdown);
+        loop {
+            tokio::select! {
+                accepted = admission.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let acceptor = acceptor.clone();
+                    let service = TowerToHyperService::new(app.clone());
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let handshake_timeout = args.request_timeout;
+                    tokio::spawn(async move {
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+                        if let Err(error) = watcher.watch(conn).await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut delayed_shutdown => break,
+            }
+        }
+        drop(admission);
+        tracing::info!(grace = ?args.shutdown_grace, "stopped accepting; draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("drained"),
+            () = tokio::time::sleep(args.shutdown_grace) => {
+                tracing::warn!("grace period over with requests still in flight; exiting");
+            }
+        }
+        cert_watch.abort();
+        let _ = admin_stop.send(());
+        admin_task.await.context("admin server task")?.context("admin server")?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// `wi-webhook serve`: connects to Kubernetes (KUBECONFIG or in-cluster), starts the caches, serves until a signal.
+pub async fn serve(args: ServeArgs, provider: Arc<CryptoProvider>) -> anyhow::Result<()> {
+    crate::telemetry::init(&args.log)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster service account)")?;
+    let (lookup, driver) = KubeLookup::start(client);
+    tokio::spawn(driver);
+    let webhook = Webhook::bind(args, Arc::new(lookup), provider).await?;
+    webhook.run(shutdown_signal()).await
+}
+
+fn admission_router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) -> Router {
+    Router::new()
+        .route("/mutate-v1-pod", post(admit))
+        .route("/mutate", post(admit))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+fn admin_router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if !state.lookup.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
+    for (kind, count) in state.lookup.cached() {
+        state
+            .metrics
+            .cached_objects
+            .get_or_create(&metrics::CacheLabels { kind })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    state.metrics.certificate_expiry.set(state.certs.not_after());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn admit(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    if !is_json(&headers) {
+        state
+            .metrics
+            .admitted(Outcome::Invalid, started.elapsed().as_secs_f64());
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json (an AdmissionReview)\n",
+        )
+            .into_response();
+    }
+    let review = match AdmissionReview::parse(&body) {
+        Ok(review) => review,
+        Err(error) => {
+            state
+                .metrics
+                .admitted(Outcome::Invalid, started.elapsed().as_secs_f64());
+            tracing::warn!(%error, "rejected a request that is not an AdmissionReview");
+            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+        }
+    };
+    let (response, outcome) = decide(&state, &review).await;
+    state.metrics.admitted(outcome, started.elapsed().as_secs_f64());
+    match serde_json::to_vec(&response) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Looks up what the pod refers to and calls the engine.
+///
+/// Fail closed, decided here once: when the ServiceAccount or the namespace labels cannot be read (the API server
+/// is unreachable), the pod is refused with an error rather than admitted without its identity; controllers retry,
+/// and a pod that did start would fail every Azure call.
+async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) {
+    let Some(pod) = review.pod_create() else {
+        return (review.allow_unchanged(), Outcome::Unchanged);
+    };
+    let span = tracing::info_span!(
+        "admission",
+        uid = %review.request.uid,
+        namespace = pod.namespace,
+        pod = pod.name,
+        service_account = pod.service_account,
+        dry_run = review.request.dry_run.unwrap_or(false),
+    );
+    async move {
+        let deny = |message: String, code: u16, reason: &'static str| {
+            AdmissionResponse::denied(&review.request.uid, message, code, reason).into_review(&review.api_version)
+        };
+        let sa = match state.lookup.service_account(pod.namespace, pod.service_account).await {
+            Ok(Some(sa)) => sa,
+            Ok(None) => {
+                let message = format!("ServiceAccount {}/{} not found", pod.namespace, pod.service_account);
+                tracing::info!(result = "denied", reason = %message);
+                return (deny(message, 404, "NotFound"), Outcome::Denied);
+            }
+            Err(error) => {
+                tracing::warn!(result = "error", %error, "failing closed");
+                return (
+                    deny(format!("{error}; retry the request"), 500, "InternalError"),
+                    Outcome::Error,
+                );
+            }
+        };
+        let pod_label = pod
+            .pod
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(USE_LABEL))
+            .and_then(Value::as_str);
+        // The namespace decides only for pods without their own "true" or "false".
+        let namespace_labels: Option<BTreeMap<String, String>> = match pod_label {
+            Some("true") | Some("false") => None,
+            _ => match state.lookup.namespace_labels(pod.namespace).await {
+                Ok(labels) => labels,
+                Err(error) => {
+                    tracing::warn!(result = "error", %error, "failing closed");
+                    return (
+                        deny(format!("{error}; retry the request"), 500, "InternalError"),
+                        Outcome::Error,
+                    );
+                }
+            },
+        };
+        let class = match pod.secret_provider_class {
+            Some(name) => state.lookup.secret_provider_class(pod.namespace, name).await,
+            None => Ok(None),
+        };
+        let class_error = class.as_ref().err().map(ToString::to_string);
+        let class_lookup = match (&class, &class_error) {
+            (Ok(Some(object)), _) => ClassLookup::Found(object),
+            (_, Some(message)) => ClassLookup::Failed(message),
+            _ => ClassLookup::NotFound,
+        };
+        let inputs = Inputs {
+            namespace_labels: namespace_labels.as_ref(),
+            service_account: &sa,
+            secret_provider_class: class_lookup,
+        };
+        let result = mutate::mutate(pod.pod, &inputs, &state.config);
+        let outcome = match &result {
+            Ok(m) if m.patch.0.is_empty() => Outcome::Unchanged,
+            Ok(_) => Outcome::Mutated,
+            Err(_) => Outcome::Denied,
+        };
+        match &result {
+            Ok(m) => tracing::info!(
+                result = if m.patch.0.is_empty() { "unchanged" } else { "mutated" },
+                patch_ops = m.patch.0.len(),
+                warnings = ?m.warnings,
+            ),
+            Err(denial) => tracing::info!(result = "denied", reason = %denial),
+        }
+        (review.respond(&result), outcome)
+    }
+    .instrument(span)
+    .await
+}
