@@ -173,8 +173,17 @@ pub enum TlsVersion {
 /// filesystems without inotify. Runs forever.
 pub async fn watch(store: Arc<CertStore>, metrics: Arc<Metrics>, poll: Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening and reading files (our own reloads included) is not a change.
+        if !matches!(
+            event,
+            Ok(notify::Event {
+                kind: notify::EventKind::Access(_),
+                ..
+            })
+        ) {
+            let _ = tx.send(());
+        }
     });
     // Held for as long as this task runs: dropping it stops the notifications.
     let _watcher = match watcher {
@@ -191,6 +200,8 @@ pub async fn watch(store: Arc<CertStore>, metrics: Arc<Metrics>, poll: Duration)
             None
         }
     };
+    // Files that changed between the first load and the watch being set up are caught here.
+    reload_and_report(&store, &metrics);
     let mut ticker = tokio::time::interval(poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -349,6 +360,33 @@ mod tests {
         std::fs::write(&key_path, &key2).unwrap();
         assert!(store.reload().unwrap());
         assert_ne!(store.leaf(), first);
+    }
+
+    #[tokio::test]
+    async fn plain_files_are_reloaded_once_after_a_burst_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let (cert, key) = pair("a.example");
+        std::fs::write(&cert_path, &cert).unwrap();
+        std::fs::write(&key_path, &key).unwrap();
+        let store = CertStore::load(&cert_path, &key_path, provider()).unwrap();
+        let first = store.leaf();
+        let metrics = Arc::new(Metrics::default());
+        let task = tokio::spawn(watch(store.clone(), metrics.clone(), Duration::from_secs(600)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (cert2, key2) = pair("b.example");
+        std::fs::write(&key_path, &key2).unwrap();
+        std::fs::write(&cert_path, &cert2).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = metrics.encode();
+        // The two writes land within the debounce window: one reload, of the new pair.
+        assert!(
+            text.contains("wi_webhook_tls_certificate_reloads_total{result=\"Success\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Failure"), "{text}");
+        assert_ne!(store.leaf(), first);
+        task.abort();
     }
 
     #[test]
