@@ -9,5 +9,10 @@ cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test --workspace"
+if [ -x "${KUBEBUILDER_ASSETS:-/nonexistent}/kube-apiserver" ] && [ -x "${KUBEBUILDER_ASSETS}/etcd" ]; then
+  echo "   envtest: runs against ${KUBEBUILDER_ASSETS}/kube-apiserver and etcd"
+else
+  echo "   envtest: skipped, KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+fi
 # Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.
 INSTA_UPDATE=no cargo test --workspace --locked

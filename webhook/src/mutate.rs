@@ -1628,6 +1628,32 @@ mod tests {
     }
 
     #[test]
+    fn a_class_that_could_not_be_read_is_a_warning_that_says_why() {
+        let p = pod(
+            json!({SECRET_PROVIDER_CLASS_ANNOTATION: "kv"}),
+            json!([{"name": "app"}]),
+        );
+        let sa = annotated_sa();
+        let inputs = Inputs {
+            namespace_labels: None,
+            service_account: &sa,
+            secret_provider_class: ClassLookup::Failed("forbidden"),
+        };
+        let m = mutate(&p, &inputs, &config()).unwrap();
+        assert_eq!(
+            m.warnings,
+            ["SecretProviderClass \"kv\" could not be checked: forbidden"]
+        );
+        assert!(
+            apply(&p, &m)["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == SECRETS_VOLUME)
+        );
+    }
+
+    #[test]
     fn a_client_id_that_is_not_a_uuid_is_injected_with_a_warning() {
         let p = pod(json!({}), json!([{"name": "app"}]));
         let m = run(&p, &sa(&[(CLIENT_ID_ANNOTATION, "my-app")]), None).unwrap();

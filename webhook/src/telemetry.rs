@@ -24,14 +24,20 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
-/// Installs the global subscriber. Fails when the filter does not parse.
+/// Installs the global subscriber, writing to standard error. Fails when the filter does not parse.
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+    init_with_writer(args, std::io::stderr)
+}
+
+/// Installs the global subscriber, writing where `writer` says (tests capture the lines this way).
+pub fn init_with_writer<W>(args: &LogArgs, writer: W) -> anyhow::Result<()>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::builder()
         .parse(&args.log_level)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match args.log_format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder

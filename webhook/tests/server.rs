@@ -85,7 +85,7 @@ async fn every_captured_request_is_admitted_over_tls_on_http1_and_http2() {
     let (status, metrics) = admin_get(server.admin, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        metrics.contains("wi_webhook_admission_requests_total{result=\"Mutated\"} 13"),
+        metrics.contains("wi_webhook_admission_requests_total{result=\"mutated\"} 13"),
         "{metrics}"
     );
     assert!(
@@ -216,7 +216,7 @@ async fn bad_requests_get_specific_errors() {
 
     let (_, metrics) = admin_get(server.admin, "/metrics").await;
     assert!(
-        metrics.contains("wi_webhook_admission_requests_total{result=\"Invalid\"} 4"),
+        metrics.contains("wi_webhook_admission_requests_total{result=\"invalid\"} 4"),
         "{metrics}"
     );
     server.stop().await.unwrap();
@@ -306,7 +306,7 @@ async fn a_certificate_rotated_by_a_data_swap_is_served_with_no_failed_request()
 
     let (_, metrics) = admin_get(server.admin, "/metrics").await;
     assert!(
-        metrics.contains("wi_webhook_tls_certificate_reloads_total{result=\"Success\"} 5"),
+        metrics.contains("wi_webhook_tls_certificate_reloads_total{result=\"success\"} 5"),
         "{metrics}"
     );
     server.stop().await.unwrap();
@@ -335,7 +335,7 @@ async fn a_bad_certificate_keeps_the_old_one() {
         admin_get(server.admin, "/metrics")
             .await
             .1
-            .contains("wi_webhook_tls_certificate_reloads_total{result=\"Failure\"}")
+            .contains("wi_webhook_tls_certificate_reloads_total{result=\"failure\"}")
     })
     .await;
     assert!(rejected, "the mismatched pair was not rejected");
@@ -403,5 +403,44 @@ async fn tls_1_3_only_refuses_a_tls_1_2_client() {
         .connect(rustls::pki_types::ServerName::IpAddress(server.addr.ip().into()), tcp)
         .await;
     assert!(result.is_err(), "a TLS 1.2 handshake succeeded");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_gets_408() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    install_leaf(dir.path(), &pki.leaf());
+    let slow = SlowLookup(fixture_lookup(), Duration::from_secs(5));
+    let server = start(serve_args(dir.path(), &["--request-timeout", "300ms"]), Arc::new(slow)).await;
+    let body = std::fs::read(fixture("admission/raw/01-plain-pod.json")).unwrap();
+    let reply = admit(server.addr, &pki.ca_der(), body).await.unwrap();
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_secret_provider_class_is_a_warning_and_the_csi_volume_is_still_injected() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    install_leaf(dir.path(), &pki.leaf());
+    let server = start(serve_args(dir.path(), &[]), Arc::new(fixture_lookup())).await;
+    let mut request: Value =
+        serde_json::from_slice(&std::fs::read(fixture("admission/raw/01-plain-pod.json")).unwrap()).unwrap();
+    request["request"]["object"]["metadata"]["annotations"] =
+        json!({"workload-identity.rs/secret-provider-class": "azure-kv-spc"});
+    let response = admit(server.addr, &pki.ca_der(), serde_json::to_vec(&request).unwrap())
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(response["response"]["allowed"], true);
+    assert_eq!(
+        response["response"]["warnings"],
+        json!([
+            "SecretProviderClass \"azure-kv-spc\" was not found in namespace \"wi-fixtures\": the secrets volume cannot mount until it exists"
+        ])
+    );
+    let patch = serde_json::to_string(&decode_patch(&response).unwrap().unwrap()).unwrap();
+    assert!(patch.contains("secrets-store.csi.k8s.io"), "{patch}");
     server.stop().await.unwrap();
 }

@@ -443,11 +443,11 @@ async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) 
             Ok(Some(sa)) => sa,
             Ok(None) => {
                 let message = format!("ServiceAccount {}/{} not found", pod.namespace, pod.service_account);
-                tracing::info!(result = "denied", reason = %message);
+                tracing::info!(result = "denied", reason = %message, "admission reviewed");
                 return (deny(message, 404, "NotFound"), Outcome::Denied);
             }
             Err(error) => {
-                tracing::warn!(result = "error", %error, "failing closed");
+                tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
                 return (
                     deny(format!("{error}; retry the request"), 500, "InternalError"),
                     Outcome::Error,
@@ -465,7 +465,7 @@ async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) 
             _ => match state.lookup.namespace_labels(pod.namespace).await {
                 Ok(labels) => labels,
                 Err(error) => {
-                    tracing::warn!(result = "error", %error, "failing closed");
+                    tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
                     return (
                         deny(format!("{error}; retry the request"), 500, "InternalError"),
                         Outcome::Error,
@@ -499,8 +499,9 @@ async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) 
                 result = if m.patch.0.is_empty() { "unchanged" } else { "mutated" },
                 patch_ops = m.patch.0.len(),
                 warnings = ?m.warnings,
+                "admission reviewed"
             ),
-            Err(denial) => tracing::info!(result = "denied", reason = %denial),
+            Err(denial) => tracing::info!(result = "denied", reason = %denial, "admission reviewed"),
         }
         (review.respond(&result), outcome)
     }

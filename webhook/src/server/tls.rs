@@ -381,10 +381,10 @@ mod tests {
         let text = metrics.encode();
         // The two writes land within the debounce window: one reload, of the new pair.
         assert!(
-            text.contains("wi_webhook_tls_certificate_reloads_total{result=\"Success\"} 1\n"),
+            text.contains("wi_webhook_tls_certificate_reloads_total{result=\"success\"} 1\n"),
             "{text}"
         );
-        assert!(!text.contains("Failure"), "{text}");
+        assert!(!text.contains("failure"), "{text}");
         assert_ne!(store.leaf(), first);
         task.abort();
     }

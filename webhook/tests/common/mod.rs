@@ -16,9 +16,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use wi_webhook::lookup::{Lookup, StaticLookup};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use wi_webhook::lookup::{Lookup, LookupError, StaticLookup};
 use wi_webhook::mutate::ServiceAccount;
 use wi_webhook::server::{ServeArgs, Webhook};
 
@@ -139,6 +143,7 @@ pub fn fixture_lookup() -> StaticLookup {
 /// Server arguments as a user would pass them, on port 0.
 pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeArgs {
     #[derive(Parser)]
+    #[command(args_override_self = true)]
     struct Wrapper {
         #[command(flatten)]
         args: ServeArgs,
@@ -313,4 +318,40 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Another lookup's accounts, answered after a delay (a request in flight, a slow API server).
+pub struct SlowLookup(pub StaticLookup, pub Duration);
+
+impl Lookup for SlowLookup {
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
+        async move {
+            tokio::time::sleep(self.1).await;
+            self.0.service_account(namespace, name).await
+        }
+        .boxed()
+    }
+    fn namespace_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
+        self.0.namespace_labels(namespace)
+    }
+    fn secret_provider_class<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, LookupError>> {
+        self.0.secret_provider_class(namespace, name)
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn cached(&self) -> Vec<(&'static str, usize)> {
+        self.0.cached()
+    }
 }
