@@ -46,7 +46,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Tenant id injected as AZURE_TENANT_ID when the ServiceAccount has no azure.workload.identity/tenant-id
-    /// annotation.
+    /// annotation. Required by `serve`.
     #[arg(long, env = "WI_TENANT_ID", value_name = "ID")]
     pub tenant_id: Option<String>,
 

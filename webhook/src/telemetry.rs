@@ -16,7 +16,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log line format.
-    #[arg(long, env = "WI_LOG_FORMAT", value_enum, default_value = "plain")]
+    #[arg(
+        long,
+        env = "WI_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
     pub log_format: LogFormat,
 
     /// Log level or `tracing` filter directives (e.g. `info`, `debug`, `info,kube=warn`).

@@ -49,11 +49,11 @@ use tls::{CertStore, TlsVersion};
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the HTTPS admission endpoint (paths /mutate-v1-pod and /mutate).
-    #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443")]
+    #[arg(long, env = "WI_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
 
     /// Address of the plain-HTTP admin endpoint: /healthz, /readyz, /metrics.
-    #[arg(long, env = "WI_ADMIN_LISTEN", default_value = "0.0.0.0:9440")]
+    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9440")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain served, leaf first. Reloaded when it changes (a Secret volume's ..data swap included).
@@ -75,7 +75,13 @@ pub struct ServeArgs {
     pub tls_key_file: PathBuf,
 
     /// Lowest TLS version accepted.
-    #[arg(long, env = "WI_TLS_MIN_VERSION", value_enum, default_value = "1.2")]
+    #[arg(
+        long,
+        env = "WI_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        value_enum,
+        default_value = "1.2"
+    )]
     pub tls_min_version: TlsVersion,
 
     /// How often the certificate files are read again even without a change notification.
