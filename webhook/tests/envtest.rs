@@ -300,3 +300,62 @@ async fn a_real_api_server_stores_mutated_pods() {
     let plain = create_pod(&client, "wi-pods", "plain", None, false).await;
     assert!(env_names(&plain).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_certificates_patch_a_real_ca_bundle() {
+    let assets = match assets() {
+        Ok(dir) => dir,
+        Err(reason) => {
+            eprintln!("skipped: {reason} (envtest needs a folder with kube-apiserver and etcd)");
+            return;
+        }
+    };
+    let plane = control_plane(&assets).await;
+    let client = plane.client.clone();
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wi-system"}}),
+    )
+    .await;
+    let service = json!({"name": "wi-webhook", "namespace": "wi-system", "path": "/mutate-v1-pod", "port": 443});
+    create(
+        &Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+               "metadata": {"name": "wi-webhook"},
+               "webhooks": [{"name": "pods.workload-identity.rs", "admissionReviewVersions": ["v1"],
+                             "sideEffects": "None", "clientConfig": {"service": service},
+                             "objectSelector": {"matchLabels": {"azure.workload.identity/use": "true"}},
+                             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]}),
+    )
+    .await;
+    let args = serve_args(Path::new("/nonexistent"), &["--cert-mode", "self-managed"]).certs;
+    let manager = wi_webhook::server::certs::CertManager::new(client.clone(), args);
+    let store = manager.initial(provider()).await.unwrap();
+
+    let stored = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get("wi-webhook")
+        .await
+        .unwrap();
+    let bundle = stored.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("a caBundle")
+        .0;
+    let roots = wi_webhook::server::certs::parse_bundle(&bundle);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(wi_webhook::server::certs::verifies(
+        &store.leaf(),
+        &roots,
+        "wi-webhook.wi-system.svc",
+        now
+    ));
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, "wi-system")
+        .get("wi-webhook-tls")
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+}

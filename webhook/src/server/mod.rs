@@ -5,6 +5,7 @@
 //! files change, and on SIGTERM or SIGINT turns unready, keeps serving for `--shutdown-delay` while endpoints
 //! update, stops accepting and drains in-flight requests for at most `--shutdown-grace`.
 
+pub mod certs;
 pub mod metrics;
 pub mod tls;
 
@@ -42,6 +43,7 @@ use crate::lookup::{KubeLookup, Lookup};
 use crate::mutate::{self, ClassLookup, Inputs};
 use crate::review::{AdmissionResponse, AdmissionReview};
 use crate::telemetry::LogArgs;
+use certs::{CertArgs, CertManager, CertMode};
 use metrics::{Metrics, Outcome};
 use tls::{CertStore, TlsVersion};
 
@@ -105,6 +107,9 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
 
     #[command(flatten)]
+    pub certs: CertArgs,
+
+    #[command(flatten)]
     pub engine: EngineArgs,
 
     #[command(flatten)]
@@ -122,6 +127,8 @@ struct AppState {
 struct AdminState {
     lookup: Arc<dyn Lookup>,
     certs: Arc<CertStore>,
+    /// Whether the API server trusts the served certificate (always true for certificate files).
+    trusted: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -134,21 +141,34 @@ pub struct Webhook {
     app: Router,
     admin_app: Router,
     certs: Arc<CertStore>,
+    manager: Option<Arc<CertManager>>,
     metrics: Arc<Metrics>,
     shutting_down: Arc<AtomicBool>,
     args: ServeArgs,
 }
 
 impl Webhook {
-    /// Loads the certificate and binds both ports. Fails, saying why, on a bad certificate or a busy port.
+    /// Loads the certificate files and binds both ports. Fails, saying why, on a bad certificate or a busy port.
     pub async fn bind(args: ServeArgs, lookup: Arc<dyn Lookup>, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
-        let tenant_id = args.engine.tenant_id.clone().filter(|t| !t.trim().is_empty());
-        anyhow::ensure!(
-            tenant_id.is_some(),
-            "--tenant-id (or WI_TENANT_ID) is required to serve"
-        );
+        check_tenant(&args)?;
         let certs = CertStore::load(&args.tls_cert_file, &args.tls_key_file, provider.clone())
             .context("cannot load the serving certificate")?;
+        Self::bind_with(args, lookup, provider, certs, None).await
+    }
+
+    /// Binds both ports to serve `certs`; with a `manager`, the certificate is self-managed (it keeps `certs` up
+    /// to date, and readiness waits for the caBundle to trust it).
+    pub async fn bind_with(
+        args: ServeArgs,
+        lookup: Arc<dyn Lookup>,
+        provider: Arc<CryptoProvider>,
+        certs: Arc<CertStore>,
+        manager: Option<Arc<CertManager>>,
+    ) -> anyhow::Result<Self> {
+        check_tenant(&args)?;
+        let trusted = manager
+            .as_ref()
+            .map_or_else(|| Arc::new(AtomicBool::new(true)), |m| m.trusted_flag());
         let tls = tls::server_config(certs.clone(), args.tls_min_version, provider)?;
         let metrics = Arc::new(Metrics::default());
         metrics.certificate_expiry.set(certs.not_after());
@@ -166,6 +186,7 @@ impl Webhook {
         let admin_app = admin_router(Arc::new(AdminState {
             lookup,
             certs: certs.clone(),
+            trusted,
             metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
         }));
@@ -182,6 +203,7 @@ impl Webhook {
             app,
             admin_app,
             certs,
+            manager,
             metrics,
             shutting_down,
             args,
@@ -212,11 +234,15 @@ impl Webhook {
             app,
             admin_app,
             certs,
+            manager,
             metrics,
             shutting_down,
             args,
         } = self;
-        let cert_watch = tokio::spawn(tls::watch(certs, metrics, args.tls_poll_interval));
+        let cert_watch = match manager {
+            Some(manager) => tokio::spawn(manager.run(certs, metrics)),
+            None => tokio::spawn(tls::watch(certs, metrics, args.tls_poll_interval)),
+        };
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {
             let stopped = async {
@@ -330,10 +356,33 @@ pub async fn serve(args: ServeArgs, provider: Arc<CryptoProvider>) -> anyhow::Re
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster service account)")?;
-    let (lookup, driver) = KubeLookup::start(client);
+    let (lookup, driver) = KubeLookup::start(client.clone());
     tokio::spawn(driver);
-    let webhook = Webhook::bind(args, Arc::new(lookup), provider).await?;
+    let webhook = match args.certs.cert_mode {
+        CertMode::Files => Webhook::bind(args, Arc::new(lookup), provider).await?,
+        CertMode::SelfManaged => {
+            check_tenant(&args)?;
+            let manager = Arc::new(CertManager::new(client, args.certs.clone()));
+            let certs = manager
+                .initial(provider.clone())
+                .await
+                .context("cannot set up self-managed certificates")?;
+            Webhook::bind_with(args, Arc::new(lookup), provider, certs, Some(manager)).await?
+        }
+    };
     webhook.run(shutdown_signal()).await
+}
+
+/// The tenant is required to serve, and a tenant id is a UUID: a placeholder left in a manifest stops the server
+/// with this message instead of injecting it into every pod.
+fn check_tenant(args: &ServeArgs) -> anyhow::Result<()> {
+    let tenant = args.engine.tenant_id.as_deref().map(str::trim).unwrap_or_default();
+    anyhow::ensure!(!tenant.is_empty(), "--tenant-id (or WI_TENANT_ID) is required to serve");
+    anyhow::ensure!(
+        uuid::Uuid::try_parse(tenant).is_ok(),
+        "--tenant-id {tenant:?} is not a tenant id (a UUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)"
+    );
+    Ok(())
 }
 
 fn admission_router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) -> Router {
@@ -358,6 +407,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
     } else if !state.lookup.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
+    } else if !state.trusted.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the served certificate is not trusted by the webhook configuration's caBundle yet",
+        )
+            .into_response()
     } else {
         "ok".into_response()
     }

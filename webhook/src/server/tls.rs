@@ -76,11 +76,13 @@ struct Loaded {
     source: u64,
 }
 
-/// The certificate being served, and where it comes from.
+/// The certificate being served, and where it comes from: files (reloaded when they change), or PEM handed over
+/// by the self-managed certificate manager.
 #[derive(Debug)]
 pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
+    from_files: bool,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<Loaded>,
 }
@@ -93,21 +95,51 @@ impl CertStore {
         Ok(Arc::new(CertStore {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
+            from_files: true,
             provider,
             current: ArcSwap::from_pointee(loaded),
         }))
     }
 
+    /// Validates and serves a certificate and key given as PEM (`label` names their origin in errors).
+    pub fn from_pem(
+        label: &str,
+        cert: &[u8],
+        key: &[u8],
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let (cert_path, key_path) = (
+            PathBuf::from(format!("{label}/tls.crt")),
+            PathBuf::from(format!("{label}/tls.key")),
+        );
+        let loaded = build(&cert_path, &key_path, cert, key, &provider)?;
+        Ok(Arc::new(CertStore {
+            cert_path,
+            key_path,
+            from_files: false,
+            provider,
+            current: ArcSwap::from_pointee(loaded),
+        }))
+    }
+
+    /// Serves a new certificate and key given as PEM, once validated. `Ok(false)`: they are the ones served.
+    pub fn install_pem(&self, cert: &[u8], key: &[u8]) -> Result<bool, TlsError> {
+        if hash(cert, key) == self.current.load().source {
+            return Ok(false);
+        }
+        let loaded = build(&self.cert_path, &self.key_path, cert, key, &self.provider)?;
+        self.current.store(Arc::new(loaded));
+        Ok(true)
+    }
+
     /// Reads the files again. `Ok(true)`: a new certificate is served; `Ok(false)`: the files did not change; an
     /// error leaves the previous certificate in place.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let (cert, key) = read_pair(&self.cert_path, &self.key_path)?;
-        if hash(&cert, &key) == self.current.load().source {
+        if !self.from_files {
             return Ok(false);
         }
-        let loaded = build(&self.cert_path, &self.key_path, &cert, &key, &self.provider)?;
-        self.current.store(Arc::new(loaded));
-        Ok(true)
+        let (cert, key) = read_pair(&self.cert_path, &self.key_path)?;
+        self.install_pem(&cert, &key)
     }
 
     /// `notAfter` of the served certificate, Unix seconds.
