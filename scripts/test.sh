@@ -8,6 +8,8 @@ echo "== cargo fmt --all --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== manifests and Dockerfiles"
+scripts/check-manifests.sh
 echo "== cargo test --workspace"
 if [ -x "${KUBEBUILDER_ASSETS:-/nonexistent}/kube-apiserver" ] && [ -x "${KUBEBUILDER_ASSETS}/etcd" ]; then
   echo "   envtest: runs against ${KUBEBUILDER_ASSETS}/kube-apiserver and etcd"

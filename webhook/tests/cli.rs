@@ -276,3 +276,30 @@ fn help_explains_the_inputs() {
         assert!(help.contains(needle), "missing {needle:?} in\n{help}");
     }
 }
+
+#[test]
+fn the_example_manifests_mutate_without_a_warning() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let path = |name: &str| examples.join(name).display().to_string();
+    let out = wi_webhook(
+        &[
+            "mutate",
+            "--pod",
+            &path("deployment.yaml"),
+            "--service-account",
+            &path("serviceaccount.yaml"),
+            "--secret-provider-class",
+            &path("secretproviderclass.yaml"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "", "the examples must be correct as shipped");
+    let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["csi"]["volumeAttributes"]["secretProviderClass"] == "kv-techventure-secrets")
+    );
+}
