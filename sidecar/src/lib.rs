@@ -1,5 +1,22 @@
 //! `wi-sidecar`: fetches Key Vault objects with the pod's workload identity and writes them the way kubelet
 //! writes a Secret volume.
 //!
-//! Nothing is implemented here yet: this crate reserves its place in the workspace (see `DESIGN.md`). The
-//! webhook denies `workload-identity.rs/secrets-delivery: sidecar` until it ships.
+//! What exists today is the writer, [`atomic_writer::AtomicWriter`]: kubelet's atomic update of a directory
+//! through a `..data` symlink swap, hardened against interrupted writes. The Key Vault sync, the rotation loop and
+//! the `wi-sidecar` binary are not built yet; the webhook denies `workload-identity.rs/secrets-delivery: sidecar`
+//! until they are.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use wi_sidecar::atomic_writer::{AtomicWriter, FileContent};
+//!
+//! let writer = AtomicWriter::new("/mnt/secrets-store");
+//! let files = BTreeMap::from([(
+//!     "db-password".to_owned(),
+//!     FileContent { data: b"s3cret".to_vec(), mode: 0o644 },
+//! )]);
+//! writer.write(&files)?;
+//! # Ok::<(), wi_sidecar::atomic_writer::WriteError>(())
+//! ```
+
+pub mod atomic_writer;
