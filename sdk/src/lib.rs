@@ -1,4 +1,55 @@
-//! `wi-sdk`: what apps link to watch the mounted secret files and hot-reload them on rotation.
+//! `wi-sdk`: what apps link to hot-reload the secrets mounted by the Secrets Store CSI driver, a kubelet Secret
+//! volume, `wi-sidecar`, or a plain directory on a laptop, always from a complete, validated snapshot.
 //!
-//! Nothing is implemented here yet: this crate reserves its place in the workspace (see `DESIGN.md`).
+//! - [`SecretsDir`] watches a directory: inotify on the directory (never on the files, which are swapped away
+//!   through the `..data` symlink), a consistent re-read on any event, overflow or error, a poll as the backstop.
+//! - [`Value`] is a typed value derived from it ([`String`], bytes, [`Json`], your own [`FromSecret`] or a
+//!   function of the whole [`Snapshot`]), validated before it replaces the current one, held in a [`Secret`] that
+//!   never prints.
+//! - [`tls::CertResolver`] serves a rotated certificate to rustls (feature `rustls`).
+//! - [`identity::from_env`] builds the Azure workload identity credential from the injected env (feature
+//!   `identity`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use wi_sdk::{Json, SecretsDir, Trimmed};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Settings {
+//!     endpoint: String,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let secrets = SecretsDir::watch("/mnt/secrets-store")?;
+//! let password = secrets.value::<Trimmed>("db-password");
+//! let settings = secrets.value::<Json<Settings>>("settings.json");
+//!
+//! // Wait for the first complete, valid files (the sidecar's first sync, the CSI mount).
+//! password.wait_ready(Duration::from_secs(30)).await?;
+//!
+//! // Cheap, lock-free reads of the current value wherever it is used...
+//! if let Some(current) = password.current() {
+//!     connect(&current.expose().0);
+//! }
+//! // ...or a callback on every rotation; dropping the subscription stops it.
+//! let _reconnect = password.on_change(|new| connect(&new.0));
+//! if let Some(stale) = settings.stale() {
+//!     eprintln!("settings.json rejected since {:?}: {}", stale.since, stale.error);
+//! }
+//! # Ok(())
+//! # }
+//! # fn connect(_password: &str) {}
+//! ```
 #![warn(missing_docs)]
+
+#[cfg(feature = "identity")]
+pub mod identity;
+pub mod snapshot;
+#[cfg(feature = "rustls")]
+pub mod tls;
+pub mod value;
+pub mod watch;
+
+pub use snapshot::Snapshot;
+pub use value::{FromSecret, Json, ParseError, Secret, Subscription, Trimmed, Value};
+pub use watch::{SecretsDir, Stale, WatchMode, WatchOptions};
