@@ -53,3 +53,8 @@ pub mod watch;
 pub use snapshot::Snapshot;
 pub use value::{FromSecret, Json, ParseError, Secret, Subscription, Trimmed, Value};
 pub use watch::{SecretsDir, Stale, WatchMode, WatchOptions};
+
+/// The README's Rust snippets, compiled as doctests so that the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
