@@ -6,47 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod common;
+
+use common::{kubelet_write, scratch};
 use wi_sdk::{Json, SecretsDir, Snapshot, WatchMode, WatchOptions};
 use wi_sidecar::atomic_writer::{AtomicWriter, FileContent};
-
-/// A tmpfs directory where there is one (rotations are not slowed by disk syncs), else the default temp dir.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-static KUBELET_SWAPS: AtomicU64 = AtomicU64::new(0);
-
-/// kubelet's AtomicWriter, minimal: new timestamped dir, `..data_tmp` renamed over `..data`, user links, old dir
-/// removed.
-fn kubelet_write(dir: &Path, files: &[(&str, &[u8])]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let n = KUBELET_SWAPS.fetch_add(1, Ordering::Relaxed);
-    let name = format!("..2026_11_28_12_00_00.k{n}");
-    std::fs::create_dir(dir.join(&name)).unwrap();
-    for (file, content) in files {
-        std::fs::write(dir.join(&name).join(file), content).unwrap();
-    }
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    std::os::unix::fs::symlink(&name, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    for (file, _) in files {
-        let link = dir.join(file);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(file), &link).unwrap();
-        }
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Writer {

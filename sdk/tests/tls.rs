@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::kubelet_write;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncWriteExt;
 use wi_sdk::SecretsDir;
@@ -51,21 +53,6 @@ impl Ca {
             key: key.serialize_pem(),
             der: cert.der().clone(),
         }
-    }
-}
-
-fn swap(dir: &Path, n: u32, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let name = format!("..2026_11_28_12_00_00.{n}");
-    std::fs::create_dir(dir.join(&name)).unwrap();
-    for (file, content) in files {
-        std::fs::write(dir.join(&name).join(file), content).unwrap();
-    }
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    std::os::unix::fs::symlink(&name, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
 }
 
@@ -127,7 +114,7 @@ async fn clients_after_a_rotation_get_the_new_certificate_and_a_mismatched_key_k
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tls");
     let (a, b) = (ca.leaf(), ca.leaf());
-    swap(&dir, 1, &[("tls.crt", &a.cert), ("tls.key", &a.key)]);
+    kubelet_write(&dir, &[("tls.crt", a.cert.as_bytes()), ("tls.key", a.key.as_bytes())]);
 
     let secrets = SecretsDir::watch(&dir).unwrap();
     let resolver = CertResolver::new(&secrets, CertFiles::kubernetes_tls(), provider());
@@ -135,13 +122,13 @@ async fn clients_after_a_rotation_get_the_new_certificate_and_a_mismatched_key_k
     let addr = serve(resolver.clone()).await;
     assert_eq!(served(addr, &ca).await, a.der);
 
-    swap(&dir, 2, &[("tls.crt", &b.cert), ("tls.key", &b.key)]);
+    kubelet_write(&dir, &[("tls.crt", b.cert.as_bytes()), ("tls.key", b.key.as_bytes())]);
     wait_generation(&resolver, 2).await;
     assert_eq!(served(addr, &ca).await, b.der);
 
     // A rotation to a certificate with another pair's key is rejected; b is still served.
     let (c, d) = (ca.leaf(), ca.leaf());
-    swap(&dir, 3, &[("tls.crt", &c.cert), ("tls.key", &d.key)]);
+    kubelet_write(&dir, &[("tls.crt", c.cert.as_bytes()), ("tls.key", d.key.as_bytes())]);
     for _ in 0..250 {
         if resolver.value().stale().is_some() {
             break;
@@ -166,7 +153,7 @@ async fn key_vault_style_single_pem_files_are_served() {
     let leaf = ca.leaf();
     // Key Vault gives a certificate read as a secret in PEM as the private key followed by the chain.
     let combined = format!("{}{}", leaf.key, leaf.cert);
-    swap(&dir, 1, &[("web-cert", &combined)]);
+    kubelet_write(&dir, &[("web-cert", combined.as_bytes())]);
     let secrets = SecretsDir::watch(&dir).unwrap();
     let resolver = CertResolver::new(&secrets, CertFiles::Combined("web-cert".to_owned()), provider());
     resolver.value().wait_ready(Duration::from_secs(5)).await.unwrap();

@@ -880,11 +880,7 @@ fn inject_mount(
     ops: &mut Ops,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
-    let volume = if want["name"] == TOKEN_VOLUME {
-        TOKEN_VOLUME
-    } else {
-        SECRETS_VOLUME
-    };
+    let volume = reserved_name(want);
     let path = want["mountPath"].as_str().unwrap_or_default();
     let mounts: &[Value] = container
         .object
@@ -953,11 +949,7 @@ fn inject_volume(
     ops: &mut Ops,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
-    let volume = if want["name"] == TOKEN_VOLUME {
-        TOKEN_VOLUME
-    } else {
-        SECRETS_VOLUME
-    };
+    let volume = reserved_name(&want);
     let volumes: &[Value] = spec.get("volumes").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let existing = volumes
         .iter()
@@ -998,6 +990,15 @@ fn inject_volume(
     }
     marker.volumes.insert(volume.to_owned());
     Ok(())
+}
+
+/// The constant name of a volume or mount the webhook injects.
+fn reserved_name(want: &Value) -> &'static str {
+    if want["name"] == TOKEN_VOLUME {
+        TOKEN_VOLUME
+    } else {
+        SECRETS_VOLUME
+    }
 }
 
 fn mount_index(container: &Map<String, Value>, volume: &str) -> Option<usize> {

@@ -38,6 +38,13 @@ fn assets() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The assets folder, or `None` after printing why the test skips.
+fn assets_or_skip() -> Option<PathBuf> {
+    assets()
+        .inspect_err(|reason| eprintln!("skipped: {reason} (envtest needs a folder with kube-apiserver and etcd)"))
+        .ok()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -187,12 +194,8 @@ async fn create_pod(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_api_server_stores_mutated_pods() {
-    let assets = match assets() {
-        Ok(dir) => dir,
-        Err(reason) => {
-            eprintln!("skipped: {reason} (envtest needs a folder with kube-apiserver and etcd)");
-            return;
-        }
+    let Some(assets) = assets_or_skip() else {
+        return;
     };
     let plane = control_plane(&assets).await;
     let client = plane.client.clone();
@@ -303,12 +306,8 @@ async fn a_real_api_server_stores_mutated_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_managed_certificates_patch_a_real_ca_bundle() {
-    let assets = match assets() {
-        Ok(dir) => dir,
-        Err(reason) => {
-            eprintln!("skipped: {reason} (envtest needs a folder with kube-apiserver and etcd)");
-            return;
-        }
+    let Some(assets) = assets_or_skip() else {
+        return;
     };
     let plane = control_plane(&assets).await;
     let client = plane.client.clone();
