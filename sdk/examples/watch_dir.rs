@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p wi-sdk --example watch_dir -- /mnt/secrets-store
-//! {"generation":1,"version":"..2026_11_28_12_00_00.123","files":{"db-password":"9f86d0818..."}}
+//! {"generation":1,"files":{"db-password":"9f86d0818..."}}
 //! ```
 
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ fn line(snapshot: &Snapshot) -> String {
             (name.to_owned(), Value::String(hex))
         })
         .collect();
-    json!({"generation": snapshot.generation(), "version": snapshot.version(), "files": files}).to_string()
+    json!({"generation": snapshot.generation(), "files": files}).to_string()
 }
 
 #[tokio::main]
