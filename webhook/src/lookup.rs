@@ -501,4 +501,168 @@ mod tests {
                    "labels": {"azure.workload.identity/use": "true"}})
         );
     }
+
+    /// A fake API server that answers metadata lists and keeps watches open, streaming the events it is given:
+    /// enough for the real reflectors of [`KubeLookup::start`].
+    mod watching {
+        use super::*;
+        use bytes::Bytes;
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        use std::convert::Infallible;
+        use std::sync::Mutex;
+        use std::sync::atomic::AtomicUsize;
+        use tokio::sync::mpsc;
+
+        type Streamed = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+        fn meta(kind_namespace: Option<&str>, name: &str, annotations: Value, labels: Value) -> Value {
+            let mut metadata = json!({"name": name, "resourceVersion": "5", "annotations": annotations, "labels": labels,
+                                      "managedFields": [{"manager": "kubectl", "operation": "Update"}]});
+            if let Some(ns) = kind_namespace {
+                metadata["namespace"] = json!(ns);
+            }
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
+        }
+
+        struct Fake {
+            lists: BTreeMap<&'static str, Vec<Value>>,
+            watches: Mutex<BTreeMap<&'static str, mpsc::UnboundedReceiver<Value>>>,
+            gets: AtomicUsize,
+        }
+
+        fn respond(body: futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>) -> Response<Streamed> {
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(StreamBody::new(body))
+                .unwrap()
+        }
+
+        impl Fake {
+            fn handle(&self, request: Request<Body>) -> Response<Streamed> {
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                let resource = if path.ends_with("/serviceaccounts") {
+                    "serviceaccounts"
+                } else if path.ends_with("/namespaces") {
+                    "namespaces"
+                } else {
+                    // A live GET: the test expects none for cached objects.
+                    self.gets.fetch_add(1, Ordering::SeqCst);
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"});
+                    let bytes = Bytes::from(serde_json::to_vec(&status).unwrap());
+                    let mut response = respond(futures::stream::once(async move { Ok(Frame::data(bytes)) }).boxed());
+                    *response.status_mut() = http::StatusCode::NOT_FOUND;
+                    return response;
+                };
+                if query.contains("watch=true") {
+                    let receiver = self.watches.lock().unwrap().remove(resource);
+                    let events = match receiver {
+                        Some(receiver) => tokio_stream_from(receiver).boxed(),
+                        // A second watch (after a reconnect): stays open with nothing to say.
+                        None => futures::stream::pending().boxed(),
+                    };
+                    return respond(events);
+                }
+                let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                                  "metadata": {"resourceVersion": "10"}, "items": self.lists[resource]});
+                let bytes = Bytes::from(serde_json::to_vec(&list).unwrap());
+                respond(futures::stream::once(async move { Ok(Frame::data(bytes)) }).boxed())
+            }
+        }
+
+        /// Watch events as newline-delimited JSON frames, then an open stream.
+        fn tokio_stream_from(
+            mut receiver: mpsc::UnboundedReceiver<Value>,
+        ) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> {
+            futures::stream::poll_fn(move |cx| {
+                receiver.poll_recv(cx).map(|event| {
+                    event.map(|e| {
+                        let mut line = serde_json::to_vec(&e).unwrap();
+                        line.push(b'\n');
+                        Ok(Frame::data(Bytes::from(line)))
+                    })
+                })
+            })
+        }
+
+        #[tokio::test]
+        async fn the_reflectors_sync_strip_and_follow_watch_events() {
+            let (sa_events, sa_rx) = mpsc::unbounded_channel();
+            let (_ns_events, ns_rx) = mpsc::unbounded_channel::<Value>();
+            let fake = Arc::new(Fake {
+                lists: BTreeMap::from([
+                    (
+                        "serviceaccounts",
+                        vec![meta(
+                            Some("apps"),
+                            "web",
+                            json!({"azure.workload.identity/client-id": "abc", "kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+                            json!({}),
+                        )],
+                    ),
+                    (
+                        "namespaces",
+                        vec![meta(
+                            None,
+                            "apps",
+                            json!({}),
+                            json!({"azure.workload.identity/use": "true", "team": "a"}),
+                        )],
+                    ),
+                ]),
+                watches: Mutex::new(BTreeMap::from([("serviceaccounts", sa_rx), ("namespaces", ns_rx)])),
+                gets: AtomicUsize::new(0),
+            });
+            let service = {
+                let fake = fake.clone();
+                tower::service_fn(move |request: Request<Body>| {
+                    let response = fake.handle(request);
+                    async move { Ok::<_, Infallible>(response) }
+                })
+            };
+            let client = kube::Client::new(service, "default");
+            let (lookup, driver) = KubeLookup::start(client);
+            let driver = tokio::spawn(driver);
+            for _ in 0..250 {
+                if lookup.is_ready() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(lookup.is_ready(), "the caches never synced");
+            assert_eq!(lookup.cached(), vec![("serviceaccounts", 1), ("namespaces", 1)]);
+
+            let sa = lookup.service_account("apps", "web").await.unwrap().unwrap();
+            assert_eq!(
+                sa.annotations,
+                BTreeMap::from([("azure.workload.identity/client-id".into(), "abc".into())])
+            );
+            let labels = lookup.namespace_labels("apps").await.unwrap().unwrap();
+            assert_eq!(
+                labels,
+                BTreeMap::from([("azure.workload.identity/use".into(), "true".into())])
+            );
+
+            // An account created after the list arrives through the watch.
+            sa_events
+                .send(json!({"type": "ADDED", "object": meta(Some("apps"), "new", json!({"azure.workload.identity/client-id": "def"}), json!({}))}))
+                .unwrap();
+            let mut found = None;
+            for _ in 0..250 {
+                if lookup.cached()[0].1 == 2 {
+                    found = lookup.service_account("apps", "new").await.unwrap();
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                found.map(|sa| sa.annotations["azure.workload.identity/client-id"].clone()),
+                Some("def".to_owned())
+            );
+            assert_eq!(fake.gets.load(Ordering::SeqCst), 0, "every answer came from the caches");
+            driver.abort();
+        }
+    }
 }
