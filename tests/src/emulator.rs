@@ -1,0 +1,924 @@
+//! The emulator: an OIDC issuer standing in for a cluster's service account issuer, Entra ID's token endpoint
+//! for workload identity federation, and Key Vault vaults (each on its own port), over HTTPS on 127.0.0.1 with a CA
+//! of its own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::jwt::{self, Signer};
+
+/// The audience Entra ID requires in a federated token.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// A managed identity or app registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Display name.
+    pub name: String,
+    /// Client id (what `AZURE_CLIENT_ID` holds).
+    pub client_id: String,
+    /// Object (principal) id: what vault access is granted to.
+    pub principal_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+}
+
+/// A federated identity credential: which external tokens may act for an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// Issuer URL, exactly as in the token's `iss`.
+    pub issuer: String,
+    /// Subject, e.g. `system:serviceaccount:default:my-app-sa`.
+    pub subject: String,
+    /// Audience, normally `api://AzureADTokenExchange`.
+    pub audience: String,
+}
+
+/// Something to go wrong on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fault {
+    /// Answer with this status instead (429, 500, 503...).
+    pub status: Option<u16>,
+    /// With 429 or 503: the `Retry-After` header, seconds.
+    pub retry_after: Option<u64>,
+    /// Wait this long before answering.
+    pub latency: Duration,
+    /// Close the connection without an answer.
+    pub drop_connection: bool,
+    /// How many requests it applies to; `None` for all until cleared.
+    pub times: Option<u32>,
+}
+
+/// Where a fault applies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultTarget {
+    /// The Entra ID token endpoint.
+    Token,
+    /// Every data-plane request of one vault.
+    Vault(String),
+}
+
+#[derive(Debug, Clone)]
+struct SecretVersion {
+    version: String,
+    value: String,
+    content_type: Option<String>,
+    enabled: bool,
+    created: u64,
+    managed: bool,
+    kid: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Vault {
+    tenant_id: String,
+    url: String,
+    /// principal id -> permissions ("get", "list").
+    access: BTreeMap<String, Vec<String>>,
+    secrets: BTreeMap<String, Vec<SecretVersion>>,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    identities: BTreeMap<String, Identity>,
+    federated: BTreeMap<String, Vec<FederatedCredential>>,
+    trusted_issuers: BTreeMap<String, Value>,
+    vaults: BTreeMap<String, Vault>,
+    faults: BTreeMap<FaultTarget, Fault>,
+    counters: BTreeMap<String, u64>,
+}
+
+struct Inner {
+    issuer: Signer,
+    entra: Signer,
+    login_url: String,
+    issuer_url: String,
+    acceptor: TlsAcceptor,
+    state: Mutex<World>,
+    /// The vaults' servers, stopped with the emulator.
+    vault_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock is a bug in a test; the state stays usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count(&self, key: String) {
+        *self.state().counters.entry(key).or_default() += 1;
+    }
+
+    /// Takes one use of the fault for `target`, if any.
+    fn fault(&self, target: &FaultTarget) -> Option<Fault> {
+        let mut state = self.state();
+        let fault = state.faults.get_mut(target)?;
+        let taken = fault.clone();
+        if let Some(times) = fault.times.as_mut() {
+            *times = times.saturating_sub(1);
+            if *times == 0 {
+                state.faults.remove(target);
+            }
+        }
+        Some(taken)
+    }
+}
+
+/// A running emulator. Dropping it stops its servers.
+pub struct Emulator {
+    inner: Arc<Inner>,
+    ca_pem: String,
+    ca_file: PathBuf,
+    _dir: tempfile_dir::Dir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+mod tempfile_dir {
+    /// A directory removed when dropped (the CA file lives there).
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Ok(tasks) = self.inner.vault_tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The emulator's CA and the serving certificate it signed (127.0.0.1, localhost, *.vault.localhost).
+fn pki() -> anyhow::Result<(String, rustls::ServerConfig)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wi-emulator CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "vault.localhost".to_owned(),
+        "*.vault.localhost".to_owned(),
+    ])?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse()?));
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let leaf = params.signed_by(&key, &issuer)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key_der)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((ca.pem(), config))
+}
+
+/// Serves `router` over TLS on `listener` until aborted.
+fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
+                        .await;
+                }
+            });
+        }
+    })
+}
+
+impl Emulator {
+    /// Starts the login and issuer server on 127.0.0.1 (a free port) and writes the CA file.
+    pub async fn start() -> anyhow::Result<Self> {
+        let (ca_pem, tls) = pki()?;
+        let dir = std::env::temp_dir().join(format!("wi-emulator-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let ca_file = dir.join("ca.crt");
+        std::fs::write(&ca_file, &ca_pem)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let login_url = format!("https://{addr}/");
+        let inner = Arc::new(Inner {
+            issuer: Signer::generate()?,
+            entra: Signer::generate()?,
+            issuer_url: format!("https://{addr}/issuer"),
+            login_url,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            state: Mutex::new(World::default()),
+            vault_tasks: Mutex::new(Vec::new()),
+        });
+        let router = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/issuer/.well-known/openid-configuration", get(discovery))
+            .route("/issuer/openid/v1/jwks", get(issuer_jwks))
+            .with_state(inner.clone());
+        let task = serve(listener, inner.acceptor.clone(), router);
+        Ok(Emulator {
+            inner,
+            ca_pem,
+            ca_file,
+            _dir: tempfile_dir::Dir(dir),
+            tasks: vec![task],
+        })
+    }
+
+    /// The Entra ID authority host (`AZURE_AUTHORITY_HOST`), ending in `/`.
+    pub fn authority_host(&self) -> &str {
+        &self.inner.login_url
+    }
+
+    /// The service account issuer URL (the `iss` of the tokens [`Emulator::service_account_token`] mints).
+    pub fn issuer_url(&self) -> &str {
+        &self.inner.issuer_url
+    }
+
+    /// The CA certificate clients must trust, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A file holding [`Emulator::ca_pem`].
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// Registers an identity in `tenant_id`; returns its client and principal ids.
+    pub fn add_identity(&self, name: &str, tenant_id: &str) -> Identity {
+        let identity = Identity {
+            name: name.to_owned(),
+            client_id: uuid::Uuid::new_v4().to_string(),
+            principal_id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_owned(),
+        };
+        self.add_identity_with_ids(identity.clone());
+        identity
+    }
+
+    /// Registers an identity with given ids (to match manifests that already name them).
+    pub fn add_identity_with_ids(&self, identity: Identity) {
+        self.inner
+            .state()
+            .identities
+            .insert(identity.client_id.clone(), identity);
+    }
+
+    /// Adds a federated identity credential to the identity `client_id`.
+    pub fn add_federated_credential(&self, client_id: &str, credential: FederatedCredential) {
+        self.inner
+            .state()
+            .federated
+            .entry(client_id.to_owned())
+            .or_default()
+            .push(credential);
+    }
+
+    /// Trusts tokens of another issuer (e.g. a real kube-apiserver's), given its JWKS document.
+    pub fn trust_issuer(&self, issuer: &str, jwks: Value) {
+        self.inner.state().trusted_issuers.insert(issuer.to_owned(), jwks);
+    }
+
+    /// A service account token of the emulated cluster, as kubelet projects it: RS256, `iss` the emulator's
+    /// issuer, `sub` `system:serviceaccount:NAMESPACE:NAME`, audience [`TOKEN_EXCHANGE_AUDIENCE`].
+    pub fn service_account_token(&self, namespace: &str, name: &str, lifetime: Duration) -> anyhow::Result<String> {
+        self.service_account_token_for(namespace, name, TOKEN_EXCHANGE_AUDIENCE, now(), lifetime)
+    }
+
+    /// A service account token with any audience and issue time (for tokens outside their time window).
+    pub fn service_account_token_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+        issued_at: u64,
+        lifetime: Duration,
+    ) -> anyhow::Result<String> {
+        self.inner.issuer.sign(&json!({
+            "iss": self.inner.issuer_url,
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+            "aud": [audience],
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + lifetime.as_secs(),
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": uuid::Uuid::new_v4().to_string()}},
+        }))
+    }
+
+    /// Creates a vault on its own port; returns its URL (`https://127.0.0.1:PORT`).
+    pub async fn create_vault(&self, name: &str, tenant_id: &str) -> anyhow::Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let url = format!("https://{addr}");
+        self.inner.state().vaults.insert(
+            name.to_owned(),
+            Vault {
+                tenant_id: tenant_id.to_owned(),
+                url: url.clone(),
+                ..Vault::default()
+            },
+        );
+        let router = Router::new()
+            .route("/secrets", get(list_secrets))
+            .route("/secrets/{name}", get(get_latest))
+            .route("/secrets/{name}/", get(get_latest))
+            .route("/secrets/{name}/versions", get(list_versions))
+            .route("/secrets/{name}/{version}", get(get_version))
+            .with_state((self.inner.clone(), name.to_owned()));
+        let task = serve(listener, self.inner.acceptor.clone(), router);
+        if let Ok(mut tasks) = self.inner.vault_tasks.lock() {
+            tasks.push(task);
+        }
+        Ok(url)
+    }
+
+    /// Lets `principal_id` use `permissions` (`get`, `list`) on the secrets of `vault`.
+    pub fn grant(&self, vault: &str, principal_id: &str, permissions: &[&str]) {
+        if let Some(v) = self.inner.state().vaults.get_mut(vault) {
+            v.access.insert(
+                principal_id.to_owned(),
+                permissions.iter().map(|p| (*p).to_owned()).collect(),
+            );
+        }
+    }
+
+    /// Sets a new version of a secret; returns the version id.
+    pub fn set_secret(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        content_type: Option<&str>,
+    ) -> anyhow::Result<String> {
+        self.set_secret_version(vault, name, value, content_type, false)
+    }
+
+    /// Sets a new version of a certificate-backed secret (`managed`, with a `kid`), as Key Vault keeps a
+    /// certificate's key and chain: `application/x-pem-file` or `application/x-pkcs12` (base64 PFX).
+    pub fn set_certificate_secret(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        content_type: &str,
+    ) -> anyhow::Result<String> {
+        self.set_secret_version(vault, name, value, Some(content_type), true)
+    }
+
+    fn set_secret_version(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        content_type: Option<&str>,
+        managed: bool,
+    ) -> anyhow::Result<String> {
+        let mut state = self.inner.state();
+        let v = state
+            .vaults
+            .get_mut(vault)
+            .ok_or_else(|| anyhow::anyhow!("no vault {vault}"))?;
+        let version = uuid::Uuid::new_v4().simple().to_string();
+        let kid = managed.then(|| format!("{}/keys/{name}/{version}", v.url));
+        v.secrets.entry(name.to_owned()).or_default().push(SecretVersion {
+            version: version.clone(),
+            value: value.to_owned(),
+            content_type: content_type.map(str::to_owned),
+            enabled: true,
+            created: now(),
+            managed,
+            kid,
+        });
+        Ok(version)
+    }
+
+    /// Enables or disables every version of a secret.
+    pub fn set_enabled(&self, vault: &str, name: &str, enabled: bool) {
+        if let Some(versions) = self
+            .inner
+            .state()
+            .vaults
+            .get_mut(vault)
+            .and_then(|v| v.secrets.get_mut(name))
+        {
+            for version in versions {
+                version.enabled = enabled;
+            }
+        }
+    }
+
+    /// Makes requests to `target` fail or slow down; `None` clears it.
+    pub fn set_fault(&self, target: FaultTarget, fault: Option<Fault>) {
+        let mut state = self.inner.state();
+        match fault {
+            Some(fault) => state.faults.insert(target, fault),
+            None => state.faults.remove(&target),
+        };
+    }
+
+    /// Requests received, by route: `token`, `VAULT get-secret`, `VAULT list-secrets`, `VAULT list-versions`,
+    /// `VAULT challenge`.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.inner.state().counters.clone()
+    }
+}
+
+/// An error body as Entra ID sends it.
+fn entra_error(status: StatusCode, error: &str, code: u32, description: String) -> Response {
+    let trace = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {}", now()),
+        "error_codes": [code],
+        "timestamp": now().to_string(),
+        "trace_id": trace,
+        "correlation_id": trace,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn apply_fault(fault: Option<Fault>) -> Option<Response> {
+    let fault = fault?;
+    if !fault.latency.is_zero() {
+        tokio::time::sleep(fault.latency).await;
+    }
+    if fault.drop_connection {
+        // A response that cannot be sent: hyper closes the connection.
+        return Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, "100")
+                .body(axum::body::Body::from("truncated"))
+                .unwrap_or_default(),
+        );
+    }
+    let status = StatusCode::from_u16(fault.status?).ok()?;
+    let mut response = (
+        status,
+        axum::Json(json!({"error": {"code": if status == StatusCode::TOO_MANY_REQUESTS { "Throttled" } else { "ServiceUnavailable" },
+                                    "message": format!("fault injected by the emulator: {status}")}})),
+    )
+        .into_response();
+    if let Some(seconds) = fault.retry_after
+        && let Ok(value) = seconds.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    aud: Audience,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+    #[default]
+    None,
+}
+
+impl Audience {
+    fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(a) => a == audience,
+            Audience::Many(all) => all.iter().any(|a| a == audience),
+            Audience::None => false,
+        }
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`: client credentials with a federated client assertion.
+async fn token(
+    State(inner): State<Arc<Inner>>,
+    UrlPath(tenant): UrlPath<String>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    inner.count("token".to_owned());
+    if let Some(response) = apply_fault(inner.fault(&FaultTarget::Token)).await {
+        return response;
+    }
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.".to_owned(),
+        );
+    }
+    let client_id = form.client_id.unwrap_or_default();
+    let identity = inner.state().identities.get(&client_id).cloned();
+    let Some(identity) = identity.filter(|i| i.tenant_id == tenant) else {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+        );
+    };
+    if form.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_assertion_type'.".to_owned(),
+        );
+    }
+    let assertion = form.client_assertion.unwrap_or_default();
+    // The issuer is read before the signature can be checked: its JWKS decides.
+    let unverified_iss = jsonwebtoken::dangerous::insecure_decode::<Value>(&assertion)
+        .ok()
+        .and_then(|d| d.claims["iss"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let jwks = if unverified_iss == inner.issuer_url {
+        Some(inner.issuer.jwks())
+    } else {
+        inner.state().trusted_issuers.get(&unverified_iss).cloned()
+    };
+    let Some(jwks) = jwks else {
+        return entra_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700211,
+            format!("No matching federated identity record found for presented assertion issuer '{unverified_iss}'."),
+        );
+    };
+    let claims: AssertionClaims = match jwt::verify(&assertion, &jwks) {
+        Ok(claims) => claims,
+        Err(error) if error.0.contains("Expired") || error.0.contains("Immature") => {
+            return entra_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.".to_owned(),
+            );
+        }
+        Err(error) => {
+            return entra_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                50027,
+                format!("JWT token is invalid or malformed: {}.", error.0),
+            );
+        }
+    };
+    let federated = inner.state().federated.get(&client_id).cloned().unwrap_or_default();
+    let matched = federated
+        .iter()
+        .any(|f| f.issuer == claims.iss && f.subject == claims.sub && claims.aud.contains(&f.audience));
+    if !matched {
+        return entra_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700213,
+            format!(
+                "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+                claims.sub
+            ),
+        );
+    }
+    let scope = form.scope.unwrap_or_default();
+    let resource = scope
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("/.default")
+        .to_owned();
+    let issued = now();
+    let access_token = inner.entra.sign(&json!({
+        "aud": resource,
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": issued, "nbf": issued, "exp": issued + 3600,
+        "tid": tenant,
+        "oid": identity.principal_id,
+        "sub": identity.principal_id,
+        "appid": identity.client_id,
+        "idtyp": "app",
+    }));
+    match access_token {
+        Ok(access_token) => axum::Json(json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": access_token,
+        }))
+        .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
+    axum::Json(json!({
+        "issuer": inner.issuer_url,
+        "jwks_uri": format!("{}/openid/v1/jwks", inner.issuer_url),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+    .into_response()
+}
+
+async fn issuer_jwks(State(inner): State<Arc<Inner>>) -> Response {
+    axum::Json(inner.issuer.jwks()).into_response()
+}
+
+type VaultState = State<(Arc<Inner>, String)>;
+
+#[derive(Debug, Deserialize, Serialize)]
+struct AccessClaims {
+    aud: String,
+    tid: String,
+    oid: String,
+}
+
+fn vault_error(status: StatusCode, code: &str, message: String, inner_code: Option<&str>) -> Response {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(inner_code) = inner_code {
+        error["innererror"] = json!({"code": inner_code});
+    }
+    (status, axum::Json(json!({"error": error}))).into_response()
+}
+
+/// The resource the vault announces: `https://vault.localhost` when it was called by a `*.vault.localhost` name
+/// (so the SDKs' challenge-resource check can stay on), `https://vault.azure.net` otherwise.
+fn resource_for(headers: &HeaderMap) -> &'static str {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    if host.ends_with(".vault.localhost") {
+        "https://vault.localhost"
+    } else {
+        "https://vault.azure.net"
+    }
+}
+
+/// The bearer challenge, authentication and authorization shared by every data-plane route. Returns the vault's
+/// base URL as the client called it, or the response to send.
+#[allow(clippy::result_large_err)]
+async fn authorize(inner: &Inner, vault: &str, headers: &HeaderMap, permission: &str) -> Result<String, Response> {
+    if let Some(response) = apply_fault(inner.fault(&FaultTarget::Vault(vault.to_owned()))).await {
+        return Err(response);
+    }
+    let (tenant, url, access) = {
+        let state = inner.state();
+        let Some(v) = state.vaults.get(vault) else {
+            return Err(vault_error(
+                StatusCode::NOT_FOUND,
+                "VaultNotFound",
+                format!("no vault {vault}"),
+                None,
+            ));
+        };
+        (v.tenant_id.clone(), v.url.clone(), v.access.clone())
+    };
+    let resource = resource_for(headers);
+    let base_url = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => format!("https://{host}"),
+        None => url,
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let challenge = || {
+        let mut response = vault_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "AKV10000: Request is missing a Bearer or PoP token.".to_owned(),
+            None,
+        );
+        let value = format!(
+            "Bearer authorization=\"{}{tenant}\", resource=\"{resource}\"",
+            inner.login_url
+        );
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    };
+    let Some(bearer) = bearer else {
+        inner.count(format!("{vault} challenge"));
+        return Err(challenge());
+    };
+    let claims: AccessClaims = jwt::verify(bearer, &inner.entra.jwks()).map_err(|e| {
+        vault_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!("AKV10032: Invalid token: {}", e.0),
+            None,
+        )
+    })?;
+    if claims.aud.trim_end_matches('/') != resource || claims.tid != tenant {
+        return Err(vault_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!("AKV10022: Invalid audience or issuer. Expected '{resource}' in tenant '{tenant}'."),
+            None,
+        ));
+    }
+    let allowed = access
+        .get(&claims.oid)
+        .is_some_and(|p| p.iter().any(|p| p == permission));
+    if !allowed {
+        return Err(vault_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "The user, group or application 'appid={};oid={}' does not have secrets {permission} permission on key vault '{vault};location=emulator'.",
+                claims.oid, claims.oid
+            ),
+            Some("AccessDenied"),
+        ));
+    }
+    Ok(base_url)
+}
+
+fn secret_bundle(base: &str, name: &str, s: &SecretVersion) -> Value {
+    let mut bundle = json!({
+        "value": s.value,
+        "id": format!("{base}/secrets/{name}/{}", s.version),
+        "attributes": {"enabled": s.enabled, "created": s.created, "updated": s.created,
+                       "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
+        "tags": {},
+    });
+    if let Some(ct) = &s.content_type {
+        bundle["contentType"] = json!(ct);
+    }
+    if s.managed {
+        bundle["managed"] = json!(true);
+        bundle["kid"] = json!(s.kid);
+    }
+    bundle
+}
+
+// An error here is the response to send: axum responses are large, and these are cold paths.
+#[allow(clippy::result_large_err)]
+fn find_version(inner: &Inner, vault: &str, name: &str, version: Option<&str>) -> Result<SecretVersion, Response> {
+    let state = inner.state();
+    let versions = state.vaults.get(vault).and_then(|v| v.secrets.get(name));
+    let found = match version.filter(|v| !v.is_empty() && *v != "latest") {
+        Some(version) => versions.and_then(|all| all.iter().find(|s| s.version == version)),
+        None => versions.and_then(|all| all.last()),
+    };
+    let Some(found) = found else {
+        return Err(vault_error(
+            StatusCode::NOT_FOUND,
+            "SecretNotFound",
+            format!(
+                "A secret with (name/id) {name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command."
+            ),
+            None,
+        ));
+    };
+    if !found.enabled {
+        return Err(vault_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation get is not allowed on a disabled secret.".to_owned(),
+            Some("SecretDisabled"),
+        ));
+    }
+    Ok(found.clone())
+}
+
+async fn get_latest(State((inner, vault)): VaultState, UrlPath(name): UrlPath<String>, headers: HeaderMap) -> Response {
+    get_secret(&inner, &vault, &name, None, &headers).await
+}
+
+async fn get_version(
+    State((inner, vault)): VaultState,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_secret(&inner, &vault, &name, Some(&version), &headers).await
+}
+
+async fn get_secret(inner: &Inner, vault: &str, name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
+    let base = match authorize(inner, vault, headers, "get").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} get-secret"));
+    match find_version(inner, vault, name, version) {
+        Ok(secret) => axum::Json(secret_bundle(&base, name, &secret)).into_response(),
+        Err(response) => response,
+    }
+}
+
+fn item(base: &str, id: String, s: &SecretVersion) -> Value {
+    let mut item = secret_bundle(base, "", s);
+    if let Some(object) = item.as_object_mut() {
+        object.remove("value");
+        object.insert("id".to_owned(), json!(id));
+    }
+    item
+}
+
+async fn list_secrets(State((inner, vault)): VaultState, headers: HeaderMap) -> Response {
+    let base = match authorize(&inner, &vault, &headers, "list").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} list-secrets"));
+    let state = inner.state();
+    let items: Vec<Value> = state
+        .vaults
+        .get(&vault)
+        .map(|v| {
+            v.secrets
+                .iter()
+                .filter_map(|(name, versions)| {
+                    versions
+                        .last()
+                        .map(|s| item(&base, format!("{base}/secrets/{name}"), s))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+}
+
+async fn list_versions(
+    State((inner, vault)): VaultState,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = match authorize(&inner, &vault, &headers, "list").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} list-versions"));
+    let state = inner.state();
+    let items: Vec<Value> = state
+        .vaults
+        .get(&vault)
+        .and_then(|v| v.secrets.get(&name))
+        .map(|versions| {
+            versions
+                .iter()
+                .map(|s| item(&base, format!("{base}/secrets/{name}/{}", s.version), s))
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+}
