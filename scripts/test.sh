@@ -18,3 +18,7 @@ else
 fi
 # Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.
 INSTA_UPDATE=no cargo test --workspace --locked
+echo "== the emulator against Microsoft's Python SDK (azure-identity, azure-keyvault-secrets)"
+cargo build --quiet --locked -p wi-testbed --bin wi-emulator
+venv=$(scripts/python-venv.sh azure-sdk)
+WI_EMULATOR=target/debug/wi-emulator "$venv/bin/pytest" tests/python -q -p no:cacheprovider

@@ -150,7 +150,7 @@ impl Inner {
 
 /// A running emulator. Dropping it stops its servers.
 pub struct Emulator {
-    inner: Arc<Inner>,
+    admin: Admin,
     ca_pem: String,
     ca_file: PathBuf,
     _dir: tempfile_dir::Dir,
@@ -173,7 +173,7 @@ impl Drop for Emulator {
         for task in &self.tasks {
             task.abort();
         }
-        if let Ok(tasks) = self.inner.vault_tasks.lock() {
+        if let Ok(tasks) = self.admin.inner.vault_tasks.lock() {
             for task in tasks.iter() {
                 task.abort();
             }
@@ -255,25 +255,16 @@ impl Emulator {
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route("/issuer/.well-known/openid-configuration", get(discovery))
             .route("/issuer/openid/v1/jwks", get(issuer_jwks))
-            .with_state(inner.clone());
+            .with_state(inner.clone())
+            .nest("/admin", crate::admin::router(Admin { inner: inner.clone() }));
         let task = serve(listener, inner.acceptor.clone(), router);
         Ok(Emulator {
-            inner,
+            admin: Admin { inner },
             ca_pem,
             ca_file,
             _dir: tempfile_dir::Dir(dir),
             tasks: vec![task],
         })
-    }
-
-    /// The Entra ID authority host (`AZURE_AUTHORITY_HOST`), ending in `/`.
-    pub fn authority_host(&self) -> &str {
-        &self.inner.login_url
-    }
-
-    /// The service account issuer URL (the `iss` of the tokens [`Emulator::service_account_token`] mints).
-    pub fn issuer_url(&self) -> &str {
-        &self.inner.issuer_url
     }
 
     /// The CA certificate clients must trust, PEM.
@@ -284,6 +275,33 @@ impl Emulator {
     /// A file holding [`Emulator::ca_pem`].
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
+    }
+}
+
+/// What tests and the admin API do to the emulated world: identities, federation, vaults, secrets, faults. An
+/// [`Emulator`] derefs to its `Admin`; clones act on the same emulator.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Emulator {
+    type Target = Admin;
+
+    fn deref(&self) -> &Admin {
+        &self.admin
+    }
+}
+
+impl Admin {
+    /// The Entra ID authority host (`AZURE_AUTHORITY_HOST`), ending in `/`.
+    pub fn authority_host(&self) -> &str {
+        &self.inner.login_url
+    }
+
+    /// The service account issuer URL (the `iss` of the tokens [`Admin::service_account_token`] mints).
+    pub fn issuer_url(&self) -> &str {
+        &self.inner.issuer_url
     }
 
     /// Registers an identity in `tenant_id`; returns its client and principal ids.

@@ -5,6 +5,7 @@
 //! assertions, and Key Vault vaults (get latest or by version, list secrets and versions, the bearer challenge,
 //! per-identity access, disabled secrets, certificate-backed secrets), with faults and request counters. Not yet:
 //! the `wi-emulator` binary, the HTTP admin API, the proof with Microsoft's Python SDK.
+mod admin;
 pub mod emulator;
 pub mod jwt;
 

@@ -1,0 +1,145 @@
+"""The emulator driven by Microsoft's official Python SDK (azure-identity's WorkloadIdentityCredential,
+azure-keyvault-secrets' SecretClient): if these pass, the emulator speaks the wire protocol the real clients expect.
+
+Run by scripts/test.sh after `cargo build -p wi-testbed --bin wi-emulator`; WI_EMULATOR overrides the binary.
+"""
+
+import json
+import os
+import pathlib
+import ssl
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.identity import WorkloadIdentityCredential
+from azure.keyvault.secrets import SecretClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EMULATOR = os.environ.get("WI_EMULATOR", str(ROOT / "target" / "debug" / "wi-emulator"))
+TENANT = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f"
+VAULT = "kv-techventure-secrets-001"
+SUBJECT = "system:serviceaccount:default:my-app-sa"
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    proc = subprocess.Popen([EMULATOR], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        yield info
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0, "wi-emulator did not stop cleanly on SIGTERM"
+
+
+def admin(info, method, path, body=None):
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        info["admin"] + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+@pytest.fixture(scope="module")
+def world(emulator, tmp_path_factory):
+    identity = admin(emulator, "POST", "/identities", {"name": "mi-aks-workload", "tenant_id": TENANT})
+    admin(
+        emulator,
+        "POST",
+        f"/identities/{identity['client_id']}/federated-credentials",
+        {"issuer": emulator["issuer"], "subject": SUBJECT},
+    )
+    vault = admin(emulator, "POST", "/vaults", {"name": VAULT, "tenant_id": TENANT})
+    admin(emulator, "POST", f"/vaults/{VAULT}/access", {"principal_id": identity["principal_id"], "permissions": ["get", "list"]})
+    v1 = admin(emulator, "PUT", f"/vaults/{VAULT}/secrets/MyWebAppSecret", {"value": "SuperSecureValue123!"})["version"]
+    v2 = admin(emulator, "PUT", f"/vaults/{VAULT}/secrets/MyWebAppSecret", {"value": "RotatedValue456!"})["version"]
+    admin(
+        emulator,
+        "PUT",
+        f"/vaults/{VAULT}/secrets/web-cert",
+        {"value": "-----BEGIN PRIVATE KEY-----\n...", "content_type": "application/x-pem-file", "certificate": True},
+    )
+    token = admin(emulator, "POST", "/service-account-tokens", {"namespace": "default", "name": "my-app-sa"})["token"]
+    token_file = tmp_path_factory.mktemp("token") / "azure-identity-token"
+    token_file.write_text(token)
+    return {"info": emulator, "identity": identity, "vault_url": vault["url"], "v1": v1, "v2": v2, "token_file": str(token_file)}
+
+
+def client(world, client_id=None, **kwargs):
+    info = world["info"]
+    credential = WorkloadIdentityCredential(
+        tenant_id=TENANT,
+        client_id=client_id or world["identity"]["client_id"],
+        token_file_path=world["token_file"],
+        authority=info["authority_host"],
+        connection_verify=info["ca_file"],
+    )
+    return SecretClient(
+        world["vault_url"], credential, verify_challenge_resource=False, connection_verify=info["ca_file"], **kwargs
+    )
+
+
+def test_get_latest_and_by_version(world):
+    secrets = client(world)
+    latest = secrets.get_secret("MyWebAppSecret")
+    assert latest.value == "RotatedValue456!"
+    assert latest.properties.version == world["v2"]
+    assert secrets.get_secret("MyWebAppSecret", world["v1"]).value == "SuperSecureValue123!"
+
+
+def test_list_secrets_and_versions(world):
+    secrets = client(world)
+    names = sorted(p.name for p in secrets.list_properties_of_secrets())
+    assert names == ["MyWebAppSecret", "web-cert"]
+    versions = sorted(p.version for p in secrets.list_properties_of_secret_versions("MyWebAppSecret"))
+    assert versions == sorted([world["v1"], world["v2"]])
+
+
+def test_certificate_backed_secret(world):
+    cert = client(world).get_secret("web-cert")
+    assert cert.properties.content_type == "application/x-pem-file"
+    assert cert.properties.managed is True
+    assert "/keys/web-cert/" in cert.properties.key_id
+
+
+def test_missing_secret_is_404(world):
+    with pytest.raises(ResourceNotFoundError) as error:
+        client(world).get_secret("nope")
+    assert error.value.status_code == 404
+    assert error.value.error.code == "SecretNotFound"
+
+
+def test_identity_without_access_is_403(world):
+    info = world["info"]
+    outsider = admin(info, "POST", "/identities", {"name": "mi-other", "tenant_id": TENANT})
+    admin(info, "POST", f"/identities/{outsider['client_id']}/federated-credentials", {"issuer": info["issuer"], "subject": SUBJECT})
+    with pytest.raises(HttpResponseError) as error:
+        client(world, outsider["client_id"]).get_secret("MyWebAppSecret")
+    assert error.value.status_code == 403
+    assert "does not have secrets get permission" in str(error.value)
+
+
+def test_federated_credential_mismatch_is_aadsts700213(world):
+    stranger = admin(world["info"], "POST", "/identities", {"name": "mi-no-federation", "tenant_id": TENANT})
+    with pytest.raises(ClientAuthenticationError) as error:
+        client(world, stranger["client_id"]).get_secret("MyWebAppSecret")
+    assert "AADSTS700213" in str(error.value)
+
+
+def test_429_then_success_honours_retry_after(world):
+    info = world["info"]
+    secrets = client(world)
+    secrets.get_secret("MyWebAppSecret")  # token acquired
+    before = admin(info, "GET", "/counters").get(f"{VAULT} get-secret", 0)
+    admin(info, "PUT", "/faults", {"target": VAULT, "status": 429, "retry_after": 1, "times": 1})
+    started = time.monotonic()
+    assert secrets.get_secret("MyWebAppSecret").value == "RotatedValue456!"
+    assert time.monotonic() - started >= 1.0
+    after = admin(info, "GET", "/counters").get(f"{VAULT} get-secret", 0)
+    assert after - before == 1, "the throttled request is not counted as served; the retry is"

@@ -1,0 +1,55 @@
+//! `wi-emulator`: Entra ID and Key Vault on 127.0.0.1, for tests, demos and laptops.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::json;
+use wi_testbed::Emulator;
+
+/// Starts an Entra ID and Key Vault emulator on 127.0.0.1 (HTTPS, with a CA of its own) and prints its endpoints
+/// as one JSON line when it is ready: authority_host (AZURE_AUTHORITY_HOST), issuer (the service account issuer,
+/// with its JWKS), admin (the HTTP admin API that creates identities, federated credentials, vaults and secrets,
+/// and injects faults) and ca_file (the CA clients must trust). Stops on SIGTERM or SIGINT.
+#[derive(Debug, Parser)]
+#[command(name = "wi-emulator", version)]
+struct Args {}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _args = Args::parse();
+    let emulator = match Emulator::start().await {
+        Ok(emulator) => emulator,
+        Err(error) => {
+            eprintln!("wi-emulator: cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ready = json!({
+        "authority_host": emulator.authority_host(),
+        "issuer": emulator.issuer_url(),
+        "jwks_uri": format!("{}/openid/v1/jwks", emulator.issuer_url()),
+        "admin": format!("{}admin", emulator.authority_host()),
+        "ca_file": emulator.ca_file(),
+    });
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{ready}").and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    drop(stdout);
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    eprintln!("wi-emulator: stopping");
+    drop(emulator);
+    ExitCode::SUCCESS
+}
