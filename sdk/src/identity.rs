@@ -3,7 +3,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use azure_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::http::{ClientOptions, Transport};
+use azure_identity::{ClientAssertionCredentialOptions, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
+
+/// A cloud other than the one `AZURE_AUTHORITY_HOST` names, or one whose TLS certificates chain to a CA the
+/// system does not trust (Azure Stack, a proxy, the `wi-testbed` emulator). Both are optional.
+#[derive(Debug, Clone, Default)]
+pub struct CloudOptions {
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.us/`; default: `AZURE_AUTHORITY_HOST`, then
+    /// the public cloud.
+    pub authority_host: Option<String>,
+    /// A PEM file of CA certificates trusted in addition to the system's.
+    pub extra_ca_file: Option<PathBuf>,
+}
 
 /// What is missing, and what was probably forgotten.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +36,14 @@ pub enum IdentityError {
         path: PathBuf,
         /// The likely cause.
         hint: &'static str,
+    },
+    /// The extra CA file cannot be used.
+    #[error("extra CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The Azure SDK refused the values.
     #[error("cannot create the workload identity credential: {0}")]
@@ -45,8 +66,21 @@ pub fn from_env() -> Result<Arc<WorkloadIdentityCredential>, IdentityError> {
     from_vars(|name| std::env::var(name).ok())
 }
 
+/// [`from_env`] for another cloud, or with an extra CA.
+pub fn from_env_with(cloud: &CloudOptions) -> Result<Arc<WorkloadIdentityCredential>, IdentityError> {
+    from_vars_with(|name| std::env::var(name).ok(), cloud)
+}
+
 /// [`from_env`] over any source of variables (tests, or a config file's values).
 pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Arc<WorkloadIdentityCredential>, IdentityError> {
+    from_vars_with(var, &CloudOptions::default())
+}
+
+/// [`from_vars`] for another cloud, or with an extra CA.
+pub fn from_vars_with(
+    var: impl Fn(&str) -> Option<String>,
+    cloud: &CloudOptions,
+) -> Result<Arc<WorkloadIdentityCredential>, IdentityError> {
     let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let client_id = get("AZURE_CLIENT_ID");
     let tenant_id = get("AZURE_TENANT_ID");
@@ -80,9 +114,39 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Arc<WorkloadIde
         client_id: Some(client_id),
         tenant_id: Some(tenant_id),
         token_file_path: Some(path),
-        ..Default::default()
+        credential_options: ClientAssertionCredentialOptions {
+            client_options: client_options(cloud)?,
+        },
     };
     Ok(WorkloadIdentityCredential::new(Some(options))?)
+}
+
+/// HTTP client options for `cloud`: the authority host, and a transport trusting the extra CA.
+pub fn client_options(cloud: &CloudOptions) -> Result<ClientOptions, IdentityError> {
+    let mut options = ClientOptions::default();
+    if let Some(host) = &cloud.authority_host {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = host.clone();
+        options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
+    }
+    if let Some(path) = &cloud.extra_ca_file {
+        let ca_error = |reason: String| IdentityError::CaFile {
+            path: path.clone(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(ca_error("no PEM certificate in it".to_owned()));
+        }
+        let mut builder = reqwest::Client::builder();
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder.build().map_err(|e| ca_error(e.to_string()))?;
+        options.transport = Some(Transport::new(Arc::new(http)));
+    }
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -130,6 +194,27 @@ mod tests {
             err.contains("/nonexistent/token") && err.contains("skip-containers"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_named() {
+        let token = tempfile::NamedTempFile::new().unwrap();
+        let path = token.path().display().to_string();
+        let cloud = CloudOptions {
+            authority_host: None,
+            extra_ca_file: Some(PathBuf::from("/nonexistent/ca.crt")),
+        };
+        let err = from_vars_with(
+            vars(&[
+                ("AZURE_CLIENT_ID", "dc93f674-70ec-43e3-be7b-bf11ac753aa3"),
+                ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+                ("AZURE_FEDERATED_TOKEN_FILE", &path),
+            ]),
+            &cloud,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("extra CA file /nonexistent/ca.crt"), "{err}");
     }
 
     #[test]
