@@ -332,3 +332,77 @@ async fn an_unknown_application_and_an_expired_assertion_are_refused_as_entra_do
         error_chain(&refused)
     );
 }
+
+#[tokio::test]
+async fn secrets_and_versions_are_listed() {
+    use futures::TryStreamExt;
+    let world = world().await;
+    let vault = "kv-techventure-secrets-001";
+    let v1 = world.emulator.set_secret(vault, "a", "1", None).unwrap();
+    let v2 = world.emulator.set_secret(vault, "a", "2", None).unwrap();
+    world.emulator.set_secret(vault, "b", "3", None).unwrap();
+    let client = world.client(&world.identity.client_id, RetryOptions::none());
+    let names: Vec<String> = client
+        .list_secret_properties(None)
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.unwrap().rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let mut versions: Vec<String> = client
+        .list_secret_properties_versions("a", None)
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.unwrap().rsplit('/').next().unwrap().to_owned())
+        .collect();
+    versions.sort();
+    let mut expected = vec![v1, v2];
+    expected.sort();
+    assert_eq!(versions, expected);
+}
+
+#[tokio::test]
+async fn tokens_of_a_trusted_external_issuer_are_accepted() {
+    let world = world().await;
+    world
+        .emulator
+        .set_secret("kv-techventure-secrets-001", "s", "v", None)
+        .unwrap();
+    // Another cluster's issuer, e.g. a real kube-apiserver: the emulator only knows its JWKS.
+    let external = wi_testbed::jwt::Signer::generate().unwrap();
+    let issuer = "https://oidc.prod-aks.example/7f3a/";
+    world.emulator.trust_issuer(issuer, external.jwks());
+    world.emulator.add_federated_credential(
+        &world.identity.client_id,
+        FederatedCredential {
+            issuer: issuer.to_owned(),
+            subject: "system:serviceaccount:payments:api".to_owned(),
+            audience: TOKEN_EXCHANGE_AUDIENCE.to_owned(),
+        },
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = external
+        .sign(
+            &serde_json::json!({"iss": issuer, "sub": "system:serviceaccount:payments:api",
+                                  "aud": [TOKEN_EXCHANGE_AUDIENCE], "iat": now, "nbf": now, "exp": now + 600}),
+        )
+        .unwrap();
+    std::fs::write(&world.token_file, token).unwrap();
+    let secret = world
+        .client(&world.identity.client_id, RetryOptions::none())
+        .get_secret("s", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(secret.value.as_deref(), Some("v"));
+}
