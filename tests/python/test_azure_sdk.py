@@ -26,7 +26,7 @@ SUBJECT = "system:serviceaccount:default:my-app-sa"
 
 @pytest.fixture(scope="module")
 def emulator():
-    proc = subprocess.Popen([EMULATOR], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([EMULATOR, "--vault", VAULT, "--tenant-id", TENANT], stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
         yield info
@@ -55,7 +55,10 @@ def world(emulator, tmp_path_factory):
         f"/identities/{identity['client_id']}/federated-credentials",
         {"issuer": emulator["issuer"], "subject": SUBJECT},
     )
-    vault = admin(emulator, "POST", "/vaults", {"name": VAULT, "tenant_id": TENANT})
+    # The vault given on the command line; another one through the admin API.
+    vault_url = emulator["vaults"][VAULT]
+    other = admin(emulator, "POST", "/vaults", {"name": "kv-other", "tenant_id": TENANT})
+    assert other["url"].startswith("https://127.0.0.1:") and other["url"] != vault_url
     admin(emulator, "POST", f"/vaults/{VAULT}/access", {"principal_id": identity["principal_id"], "permissions": ["get", "list"]})
     v1 = admin(emulator, "PUT", f"/vaults/{VAULT}/secrets/MyWebAppSecret", {"value": "SuperSecureValue123!"})["version"]
     v2 = admin(emulator, "PUT", f"/vaults/{VAULT}/secrets/MyWebAppSecret", {"value": "RotatedValue456!"})["version"]
@@ -68,7 +71,7 @@ def world(emulator, tmp_path_factory):
     token = admin(emulator, "POST", "/service-account-tokens", {"namespace": "default", "name": "my-app-sa"})["token"]
     token_file = tmp_path_factory.mktemp("token") / "azure-identity-token"
     token_file.write_text(token)
-    return {"info": emulator, "identity": identity, "vault_url": vault["url"], "v1": v1, "v2": v2, "token_file": str(token_file)}
+    return {"info": emulator, "identity": identity, "vault_url": vault_url, "v1": v1, "v2": v2, "token_file": str(token_file)}
 
 
 def client(world, client_id=None, **kwargs):

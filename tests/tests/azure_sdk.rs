@@ -406,3 +406,47 @@ async fn tokens_of_a_trusted_external_issuer_are_accepted() {
         .unwrap();
     assert_eq!(secret.value.as_deref(), Some("v"));
 }
+
+#[tokio::test]
+async fn a_503_and_a_dropped_connection_are_errors_the_client_sees() {
+    let world = world().await;
+    let vault = "kv-techventure-secrets-001";
+    world.emulator.set_secret(vault, "s", "v", None).unwrap();
+    let client = world.client(&world.identity.client_id, RetryOptions::none());
+    client.get_secret("s", None).await.unwrap();
+
+    world.emulator.set_fault(
+        FaultTarget::Vault(vault.to_owned()),
+        Some(Fault {
+            status: Some(503),
+            times: Some(1),
+            ..Fault::default()
+        }),
+    );
+    let unavailable = client.get_secret("s", None).await.unwrap_err();
+    assert_eq!(unavailable.http_status().map(u16::from), Some(503));
+
+    world.emulator.set_fault(
+        FaultTarget::Vault(vault.to_owned()),
+        Some(Fault {
+            drop_connection: true,
+            times: Some(1),
+            ..Fault::default()
+        }),
+    );
+    let dropped = client.get_secret("s", None).await.unwrap_err();
+    assert_eq!(dropped.http_status(), None, "{}", error_chain(&dropped));
+
+    // Faults with a count clear themselves.
+    assert_eq!(
+        client
+            .get_secret("s", None)
+            .await
+            .unwrap()
+            .into_model()
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("v")
+    );
+}
