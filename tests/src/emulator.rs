@@ -324,6 +324,27 @@ impl Admin {
             .insert(identity.client_id.clone(), identity);
     }
 
+    /// The usual setup in one call: an identity in `tenant_id` whose federated credential trusts the emulator's own
+    /// issuer for `system:serviceaccount:NAMESPACE:SERVICE_ACCOUNT`, audience [`TOKEN_EXCHANGE_AUDIENCE`].
+    pub fn add_workload_identity(
+        &self,
+        name: &str,
+        tenant_id: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Identity {
+        let identity = self.add_identity(name, tenant_id);
+        self.add_federated_credential(
+            &identity.client_id,
+            FederatedCredential {
+                issuer: self.inner.issuer_url.clone(),
+                subject: format!("system:serviceaccount:{namespace}:{service_account}"),
+                audience: TOKEN_EXCHANGE_AUDIENCE.to_owned(),
+            },
+        );
+        identity
+    }
+
     /// Adds a federated identity credential to the identity `client_id`.
     pub fn add_federated_credential(&self, client_id: &str, credential: FederatedCredential) {
         self.inner

@@ -28,15 +28,7 @@ struct World {
 
 async fn world() -> World {
     let emulator = Emulator::start().await.unwrap();
-    let identity = emulator.add_identity("mi-aks-workload", TENANT);
-    emulator.add_federated_credential(
-        &identity.client_id,
-        FederatedCredential {
-            issuer: emulator.issuer_url().to_owned(),
-            subject: "system:serviceaccount:default:my-app-sa".to_owned(),
-            audience: TOKEN_EXCHANGE_AUDIENCE.to_owned(),
-        },
-    );
+    let identity = emulator.add_workload_identity("mi-aks-workload", TENANT, "default", "my-app-sa");
     let url = emulator
         .create_vault("kv-techventure-secrets-001", TENANT)
         .await
@@ -215,15 +207,9 @@ async fn an_identity_without_access_gets_403_and_a_federation_mismatch_is_aadsts
         .set_secret("kv-techventure-secrets-001", "s", "v", None)
         .unwrap();
 
-    let outsider = world.emulator.add_identity("mi-other", TENANT);
-    world.emulator.add_federated_credential(
-        &outsider.client_id,
-        FederatedCredential {
-            issuer: world.emulator.issuer_url().to_owned(),
-            subject: "system:serviceaccount:default:my-app-sa".to_owned(),
-            audience: TOKEN_EXCHANGE_AUDIENCE.to_owned(),
-        },
-    );
+    let outsider = world
+        .emulator
+        .add_workload_identity("mi-other", TENANT, "default", "my-app-sa");
     let forbidden = world
         .client(&outsider.client_id, RetryOptions::none())
         .get_secret("s", None)

@@ -9,21 +9,12 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use wi_sdk::identity::{CloudOptions, from_vars_with};
 use wi_testbed::Emulator;
-use wi_testbed::emulator::{FederatedCredential, TOKEN_EXCHANGE_AUDIENCE};
 
 #[tokio::test]
 async fn the_sdk_identity_helper_gets_a_token_from_a_custom_cloud() {
     let emulator = Emulator::start().await.unwrap();
     let tenant = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
-    let identity = emulator.add_identity("mi-aks-workload", tenant);
-    emulator.add_federated_credential(
-        &identity.client_id,
-        FederatedCredential {
-            issuer: emulator.issuer_url().to_owned(),
-            subject: "system:serviceaccount:default:my-app-sa".to_owned(),
-            audience: TOKEN_EXCHANGE_AUDIENCE.to_owned(),
-        },
-    );
+    let identity = emulator.add_workload_identity("mi-aks-workload", tenant, "default", "my-app-sa");
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(
