@@ -19,6 +19,8 @@ fi
 # Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.
 INSTA_UPDATE=no cargo test --workspace --locked
 echo "== the emulator against Microsoft's Python SDK (azure-identity, azure-keyvault-secrets)"
-cargo build --quiet --locked -p wi-testbed --bin wi-emulator
+# cargo test built target/debug/wi-emulator for wi-testbed's integration tests; a separate `cargo build` would
+# rebuild half the tree with another feature set.
+[ -x target/debug/wi-emulator ] || cargo build --quiet --locked -p wi-testbed --bin wi-emulator
 venv=$(scripts/python-venv.sh azure-sdk)
 WI_EMULATOR=target/debug/wi-emulator "$venv/bin/pytest" tests/python -q -p no:cacheprovider
