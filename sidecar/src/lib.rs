@@ -1,9 +1,10 @@
 //! `wi-sidecar`: fetches Key Vault objects with the pod's workload identity and writes them the way kubelet
 //! writes a Secret volume.
 //!
-//! What exists today is the writer, [`atomic_writer::AtomicWriter`]: kubelet's atomic update of a directory
-//! through a `..data` symlink swap, hardened against interrupted writes. The Key Vault sync, the rotation loop and
-//! the `wi-sidecar` binary are not built yet; the webhook denies `workload-identity.rs/secrets-delivery: sidecar`
+//! What exists today: the writer, [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory
+//! through a `..data` symlink swap, hardened against interrupted writes), and [`config`], the SecretProviderClass
+//! parameters validated with errors that name the field. The Key Vault sync, the rotation loop and the
+//! `wi-sidecar` binary are not built yet; the webhook denies `workload-identity.rs/secrets-delivery: sidecar`
 //! until they are.
 //!
 //! ```no_run
@@ -20,3 +21,4 @@
 //! ```
 
 pub mod atomic_writer;
+pub mod config;

@@ -20,7 +20,7 @@ from azure.keyvault.secrets import SecretClient
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EMULATOR = os.environ.get("WI_EMULATOR", str(ROOT / "target" / "debug" / "wi-emulator"))
 TENANT = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f"
-VAULT = "kv-techventure-secrets-001"
+VAULT = "kv-techventure-001"
 SUBJECT = "system:serviceaccount:default:my-app-sa"
 
 

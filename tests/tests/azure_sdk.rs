@@ -29,11 +29,8 @@ struct World {
 async fn world() -> World {
     let emulator = Emulator::start().await.unwrap();
     let identity = emulator.add_workload_identity("mi-aks-workload", TENANT, "default", "my-app-sa");
-    let url = emulator
-        .create_vault("kv-techventure-secrets-001", TENANT)
-        .await
-        .unwrap();
-    emulator.grant("kv-techventure-secrets-001", &identity.principal_id, &["get", "list"]);
+    let url = emulator.create_vault("kv-techventure-001", TENANT).await.unwrap();
+    emulator.grant("kv-techventure-001", &identity.principal_id, &["get", "list"]);
     let vault_addr = url.trim_start_matches("https://").parse().unwrap();
     let token_dir = tempfile::tempdir().unwrap();
     let token_file = token_dir.path().join("azure-identity-token");
@@ -52,16 +49,13 @@ async fn world() -> World {
 
 impl World {
     fn vault_url(&self) -> String {
-        format!(
-            "https://kv-techventure-secrets-001.vault.localhost:{}",
-            self.vault_addr.port()
-        )
+        format!("https://kv-techventure-001.vault.localhost:{}", self.vault_addr.port())
     }
 
     fn client_options(&self, retry: RetryOptions) -> ClientOptions {
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(self.emulator.ca_pem().as_bytes()).unwrap())
-            .resolve("kv-techventure-secrets-001.vault.localhost", self.vault_addr)
+            .resolve("kv-techventure-001.vault.localhost", self.vault_addr)
             .no_proxy()
             .build()
             .unwrap();
@@ -118,7 +112,7 @@ fn error_code(error: &azure_core::Error) -> Option<String> {
 #[tokio::test]
 async fn get_latest_and_by_version_with_one_token_for_many_reads() {
     let world = world().await;
-    let vault = "kv-techventure-secrets-001";
+    let vault = "kv-techventure-001";
     let v1 = world
         .emulator
         .set_secret(vault, "MyWebAppSecret", "SuperSecureValue123!", None)
@@ -167,7 +161,7 @@ async fn get_latest_and_by_version_with_one_token_for_many_reads() {
 #[tokio::test]
 async fn a_certificate_backed_secret_a_missing_one_and_a_disabled_one() {
     let world = world().await;
-    let vault = "kv-techventure-secrets-001";
+    let vault = "kv-techventure-001";
     world
         .emulator
         .set_certificate_secret(
@@ -202,10 +196,7 @@ async fn a_certificate_backed_secret_a_missing_one_and_a_disabled_one() {
 #[tokio::test]
 async fn an_identity_without_access_gets_403_and_a_federation_mismatch_is_aadsts700213() {
     let world = world().await;
-    world
-        .emulator
-        .set_secret("kv-techventure-secrets-001", "s", "v", None)
-        .unwrap();
+    world.emulator.set_secret("kv-techventure-001", "s", "v", None).unwrap();
 
     let outsider = world
         .emulator
@@ -243,15 +234,12 @@ async fn an_identity_without_access_gets_403_and_a_federation_mismatch_is_aadsts
 #[tokio::test]
 async fn a_429_with_retry_after_is_retried_by_the_sdk() {
     let world = world().await;
-    world
-        .emulator
-        .set_secret("kv-techventure-secrets-001", "s", "v", None)
-        .unwrap();
+    world.emulator.set_secret("kv-techventure-001", "s", "v", None).unwrap();
     let client = world.client(&world.identity.client_id, RetryOptions::default());
     // Warm up the token, then throttle the next request once.
     client.get_secret("s", None).await.unwrap();
     world.emulator.set_fault(
-        FaultTarget::Vault("kv-techventure-secrets-001".to_owned()),
+        FaultTarget::Vault("kv-techventure-001".to_owned()),
         Some(Fault {
             status: Some(429),
             retry_after: Some(1),
@@ -267,19 +255,13 @@ async fn a_429_with_retry_after_is_retried_by_the_sdk() {
         "Retry-After was not honoured: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        world.emulator.counters().get("kv-techventure-secrets-001 get-secret"),
-        Some(&2)
-    );
+    assert_eq!(world.emulator.counters().get("kv-techventure-001 get-secret"), Some(&2));
 }
 
 #[tokio::test]
 async fn an_unknown_application_and_an_expired_assertion_are_refused_as_entra_does() {
     let world = world().await;
-    world
-        .emulator
-        .set_secret("kv-techventure-secrets-001", "s", "v", None)
-        .unwrap();
+    world.emulator.set_secret("kv-techventure-001", "s", "v", None).unwrap();
     let unknown = world
         .client("0f3e5c1a-2b4d-4c6e-8f10-a1b2c3d4e5f6", RetryOptions::none())
         .get_secret("s", None)
@@ -323,7 +305,7 @@ async fn an_unknown_application_and_an_expired_assertion_are_refused_as_entra_do
 async fn secrets_and_versions_are_listed() {
     use futures::TryStreamExt;
     let world = world().await;
-    let vault = "kv-techventure-secrets-001";
+    let vault = "kv-techventure-001";
     let v1 = world.emulator.set_secret(vault, "a", "1", None).unwrap();
     let v2 = world.emulator.set_secret(vault, "a", "2", None).unwrap();
     world.emulator.set_secret(vault, "b", "3", None).unwrap();
@@ -356,10 +338,7 @@ async fn secrets_and_versions_are_listed() {
 #[tokio::test]
 async fn tokens_of_a_trusted_external_issuer_are_accepted() {
     let world = world().await;
-    world
-        .emulator
-        .set_secret("kv-techventure-secrets-001", "s", "v", None)
-        .unwrap();
+    world.emulator.set_secret("kv-techventure-001", "s", "v", None).unwrap();
     // Another cluster's issuer, e.g. a real kube-apiserver: the emulator only knows its JWKS.
     let external = wi_testbed::jwt::Signer::generate().unwrap();
     let issuer = "https://oidc.prod-aks.example/7f3a/";
@@ -396,7 +375,7 @@ async fn tokens_of_a_trusted_external_issuer_are_accepted() {
 #[tokio::test]
 async fn a_503_and_a_dropped_connection_are_errors_the_client_sees() {
     let world = world().await;
-    let vault = "kv-techventure-secrets-001";
+    let vault = "kv-techventure-001";
     world.emulator.set_secret(vault, "s", "v", None).unwrap();
     let client = world.client(&world.identity.client_id, RetryOptions::none());
     client.get_secret("s", None).await.unwrap();
