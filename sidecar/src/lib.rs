@@ -2,8 +2,9 @@
 //! writes a Secret volume.
 //!
 //! What exists today: the writer, [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory
-//! through a `..data` symlink swap, hardened against interrupted writes), and [`config`], the SecretProviderClass
-//! parameters validated with errors that name the field. The Key Vault sync, the rotation loop and the
+//! through a `..data` symlink swap, hardened against interrupted writes); [`config`], the SecretProviderClass
+//! parameters validated with errors that name the field; and [`sync::Fetcher`], one all-or-nothing fetch of the
+//! configured secrets (objectType secret only so far). The rotation loop, the health and metrics endpoints and the
 //! `wi-sidecar` binary are not built yet; the webhook denies `workload-identity.rs/secrets-delivery: sidecar`
 //! until they are.
 //!
@@ -22,3 +23,4 @@
 
 pub mod atomic_writer;
 pub mod config;
+pub mod sync;
