@@ -3,10 +3,11 @@
 //!
 //! What exists today: the writer, [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory
 //! through a `..data` symlink swap, hardened against interrupted writes); [`config`], the SecretProviderClass
-//! parameters validated with errors that name the field; and [`sync::Fetcher`], one all-or-nothing fetch of the
-//! configured secrets (objectType secret only so far). The rotation loop, the health and metrics endpoints and the
-//! `wi-sidecar` binary are not built yet; the webhook denies `workload-identity.rs/secrets-delivery: sidecar`
-//! until they are.
+//! parameters validated with errors that name the field; [`sync::Fetcher`], one all-or-nothing fetch of the
+//! configured secrets (objectType secret only so far); and [`run::Syncer`], the rotation loop (interval with
+//! jitter, exponential backoff, `Retry-After`, metrics, the last good files kept). The health and metrics
+//! endpoints and the `wi-sidecar` binary are not built yet; the webhook denies
+//! `workload-identity.rs/secrets-delivery: sidecar` until they are.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -23,4 +24,5 @@
 
 pub mod atomic_writer;
 pub mod config;
+pub mod run;
 pub mod sync;

@@ -110,12 +110,18 @@ impl Fetcher {
 
     /// Every object as file contents, keyed by file name; the first failure aborts the whole sync.
     pub async fn fetch_all(&self) -> Result<BTreeMap<String, FileContent>, SyncError> {
-        let fetched: Vec<(String, FileContent)> = futures::stream::iter(self.config.objects.iter())
-            .map(|spec| async move { self.fetch(spec).await.map(|content| (spec.file_name.clone(), content)) })
+        // The futures are made first and streamed after: a closure inside the stream combinator would make the
+        // sync future lose `Send` (a higher-ranked lifetime), and the sidecar spawns it.
+        let fetches: Vec<_> = self.config.objects.iter().map(|spec| self.fetch_named(spec)).collect();
+        let fetched: Vec<(String, FileContent)> = futures::stream::iter(fetches)
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
         Ok(fetched.into_iter().collect())
+    }
+
+    async fn fetch_named(&self, spec: &ObjectSpec) -> Result<(String, FileContent), SyncError> {
+        Ok((spec.file_name.clone(), self.fetch(spec).await?))
     }
 
     async fn fetch(&self, spec: &ObjectSpec) -> Result<FileContent, SyncError> {

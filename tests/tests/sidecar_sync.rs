@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -146,4 +147,115 @@ async fn throttling_is_reported_with_its_retry_after_and_without_values() {
     assert_eq!(error.retry_after(), Some(7), "{error}");
     assert!(error.to_string().contains("throttled"), "{error}");
     assert!(!format!("{error:?}").contains("hunter2"));
+}
+
+/// The loop: a new version shows up within an interval; with Key Vault down the files stay, failures are counted
+/// and backed off; when it is back, the files catch up without a restart. A 429's Retry-After delays the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_rotates_survives_an_outage_and_honours_retry_after() {
+    use wi_sidecar::run::{Schedule, Syncer};
+    use wi_testbed::emulator::{Fault, FaultTarget};
+
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.create_vault(VAULT, TENANT).await.unwrap();
+    emulator.set_secret(VAULT, "password", "v1", None).unwrap();
+    let (fetcher, _token) = fetcher(
+        &emulator,
+        &url,
+        class("- |\n  objectName: password\n  objectType: secret"),
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let syncer = Arc::new(Syncer::new(fetcher, AtomicWriter::new(out.path())));
+    let metrics = syncer.metrics();
+    let schedule = Schedule {
+        interval: Duration::from_millis(200),
+        jitter: 0.1,
+        backoff_base: Duration::from_millis(50),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let syncer = syncer.clone();
+        tokio::spawn(async move {
+            syncer
+                .run(schedule, async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    let file = out.path().join("password");
+    let wait_for = |want: &'static str| {
+        let file = file.clone();
+        async move {
+            for _ in 0..100 {
+                if std::fs::read_to_string(&file).is_ok_and(|v| v == want) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    assert!(wait_for("v1").await, "first sync");
+    assert!(syncer.ready().load(std::sync::atomic::Ordering::Acquire));
+    emulator.set_secret(VAULT, "password", "v2", None).unwrap();
+    assert!(wait_for("v2").await, "the new version within an interval");
+
+    // Key Vault down: several intervals pass, the file stays, failures are counted.
+    emulator.set_fault(
+        FaultTarget::Vault(VAULT.to_owned()),
+        Some(Fault {
+            status: Some(503),
+            ..Fault::default()
+        }),
+    );
+    emulator.set_secret(VAULT, "password", "v3", None).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "v2");
+    let text = metrics.encode();
+    assert!(text.contains("wi_sidecar_syncs_total{result=\"failed\"}"), "{text}");
+    assert!(!text.contains("wi_sidecar_consecutive_failures 0"), "{text}");
+
+    // Back: recovery without a restart.
+    emulator.set_fault(FaultTarget::Vault(VAULT.to_owned()), None);
+    assert!(wait_for("v3").await, "recovery");
+    assert!(metrics.encode().contains("wi_sidecar_consecutive_failures 0"));
+
+    // A 429 asking for 1 s: no retry before it.
+    let before = emulator
+        .counters()
+        .get(&format!("{VAULT} get-secret"))
+        .copied()
+        .unwrap_or(0);
+    emulator.set_fault(
+        FaultTarget::Vault(VAULT.to_owned()),
+        Some(Fault {
+            status: Some(429),
+            retry_after: Some(1),
+            times: Some(1),
+            ..Fault::default()
+        }),
+    );
+    emulator.set_secret(VAULT, "password", "v4", None).unwrap();
+    let started = std::time::Instant::now();
+    assert!(wait_for("v4").await);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "retried after {elapsed:?}, before the 1 s Retry-After"
+    );
+    let after = emulator
+        .counters()
+        .get(&format!("{VAULT} get-secret"))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        after - before <= 2,
+        "{} reads during the Retry-After window",
+        after - before
+    );
+
+    let _ = stop.send(());
+    task.await.unwrap();
 }
