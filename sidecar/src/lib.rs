@@ -4,10 +4,10 @@
 //! What exists today: the writer, [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory
 //! through a `..data` symlink swap, hardened against interrupted writes); [`config`], the SecretProviderClass
 //! parameters validated with errors that name the field; [`sync::Fetcher`], one all-or-nothing fetch of the
-//! configured secrets (objectType secret only so far); and [`run::Syncer`], the rotation loop (interval with
-//! jitter, exponential backoff, `Retry-After`, metrics, the last good files kept). The health and metrics
-//! endpoints and the `wi-sidecar` binary are not built yet; the webhook denies
-//! `workload-identity.rs/secrets-delivery: sidecar` until they are.
+//! configured secrets (objectType secret only so far); [`run::Syncer`], the rotation loop (interval with jitter,
+//! exponential backoff, `Retry-After`, metrics, the last good files kept); and the `wi-sidecar` binary ([`cli`]:
+//! `once` and `run` with /healthz, /readyz and /metrics). Not yet: key and cert objects, PKCS#12-to-PEM, and the
+//! webhook's `workload-identity.rs/secrets-delivery: sidecar`, which it denies until then.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -23,6 +23,7 @@
 //! ```
 
 pub mod atomic_writer;
+pub mod cli;
 pub mod config;
 pub mod run;
 pub mod sync;

@@ -1,0 +1,244 @@
+//! The `wi-sidecar` command line. `main.rs` only parses and calls [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Args, Parser, Subcommand};
+
+use crate::atomic_writer::AtomicWriter;
+use crate::config::{self, SyncConfig};
+use crate::run::{Schedule, Syncer};
+use crate::sync::{Fetcher, vault_url};
+
+/// Fetches the Key Vault objects of a SecretProviderClass with the pod's workload identity and writes them into a
+/// directory the way kubelet writes a Secret volume (a `..data` symlink swap), then keeps them fresh.
+///
+/// Identity from the env the webhook injects (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE,
+/// AZURE_AUTHORITY_HOST).
+#[derive(Debug, Parser)]
+#[command(name = "wi-sidecar", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One sync, then exit: 0 when every object was written, 1 with a message naming the object otherwise (for an
+    /// init container).
+    Once(Common),
+    /// Sync now and every --interval, keeping the last good files through failures; serves /healthz, /readyz
+    /// (true after the first complete sync) and /metrics on --admin-listen. Stops on SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+/// Flags of both subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The SecretProviderClass (or its spec or parameters), JSON or YAML. Default: the WI_SECRETS_CONFIG env var,
+    /// which holds the document itself.
+    #[arg(long, env = "WI_SECRETS_CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory the files are written to.
+    #[arg(
+        long,
+        env = "WI_SECRETS_DIR",
+        value_name = "DIR",
+        default_value = "/mnt/secrets-store"
+    )]
+    pub dir: PathBuf,
+
+    /// Vault URL for clouds without a known Key Vault DNS suffix, with {name} for keyvaultName, e.g.
+    /// https://{name}.vault.local.azurestack.external.
+    #[arg(long, env = "WI_VAULT_URL_TEMPLATE", value_name = "URL")]
+    pub vault_url_template: Option<String>,
+
+    /// PEM file of CA certificates trusted in addition to the system's (Azure Stack, a proxy, the emulator).
+    #[arg(long, env = "WI_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Whether Key Vault's challenge resource must match the vault's host (turn off only for vaults addressed by IP).
+    #[arg(long, env = "WI_VERIFY_CHALLENGE_RESOURCE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_challenge_resource: bool,
+
+    /// Objects fetched at the same time.
+    #[arg(long, env = "WI_CONCURRENCY", value_name = "N", default_value_t = 8)]
+    pub concurrency: usize,
+
+    /// Log level or tracing filter directives.
+    #[arg(long, env = "WI_LOG_LEVEL", value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Time between syncs (the CSI driver's --rotation-poll-interval defaults to 2m).
+    #[arg(long, env = "WI_ROTATION_INTERVAL", value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// Fraction of the interval added or removed at random.
+    #[arg(long, env = "WI_ROTATION_JITTER", value_name = "FRACTION", default_value_t = 0.1)]
+    pub jitter: f64,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9441")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Reads the configuration from --config or WI_SECRETS_CONFIG.
+pub fn load_config(common: &Common) -> anyhow::Result<SyncConfig> {
+    let (origin, text) = match &common.config {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => (
+            "WI_SECRETS_CONFIG".to_owned(),
+            std::env::var("WI_SECRETS_CONFIG")
+                .context("no configuration: give --config FILE or set WI_SECRETS_CONFIG")?,
+        ),
+    };
+    config::parse(&text).with_context(|| format!("invalid configuration in {origin}"))
+}
+
+fn syncer(common: &Common) -> anyhow::Result<Syncer> {
+    let config = load_config(common)?;
+    let url = vault_url(
+        &config.keyvault_name,
+        config.cloud_name.as_deref(),
+        common.vault_url_template.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let cloud = wi_sdk::identity::CloudOptions {
+        authority_host: None,
+        extra_ca_file: common.ca_file.clone(),
+    };
+    let env = |name: &str| {
+        // The class's clientID and tenantId win over the env, as in the CSI driver's Azure provider.
+        match name {
+            "AZURE_CLIENT_ID" => config.client_id.clone().or_else(|| std::env::var(name).ok()),
+            "AZURE_TENANT_ID" => config.tenant_id.clone().or_else(|| std::env::var(name).ok()),
+            _ => std::env::var(name).ok(),
+        }
+    };
+    let credential = wi_sdk::identity::from_vars_with(env, &cloud).context("workload identity")?;
+    let options = wi_sdk::identity::client_options(&cloud).context("HTTP client")?;
+    let fetcher = Fetcher::new(
+        config,
+        &url,
+        credential,
+        options,
+        common.verify_challenge_resource,
+        common.concurrency,
+    )?;
+    Ok(Syncer::new(fetcher, AtomicWriter::new(&common.dir)))
+}
+
+fn init_logs(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(true)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Once(common) => {
+            init_logs(&common.log_level)?;
+            let syncer = syncer(&common)?;
+            let written = syncer.sync_once().await?;
+            tracing::info!(?written, dir = %common.dir.display(), "sync complete");
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logs(&args.common.log_level)?;
+            anyhow::ensure!(
+                (0.0..1.0).contains(&args.jitter),
+                "--jitter {} must be at least 0 and below 1",
+                args.jitter
+            );
+            let syncer = Arc::new(syncer(&args.common)?);
+            let listener = tokio::net::TcpListener::bind(args.admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+            let (ready, metrics) = (syncer.ready(), syncer.metrics());
+            let admin = Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route(
+                    "/readyz",
+                    get(move || {
+                        let ready = ready.load(Ordering::Acquire);
+                        async move {
+                            if ready {
+                                (StatusCode::OK, "ok").into_response()
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, "no complete sync yet").into_response()
+                            }
+                        }
+                    }),
+                )
+                .route(
+                    "/metrics",
+                    get(move || {
+                        let text = metrics.encode();
+                        async move { text }
+                    }),
+                );
+            let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+            let admin_task = tokio::spawn(async move {
+                axum::serve(listener, admin)
+                    .with_graceful_shutdown(async {
+                        let _ = admin_stopped.await;
+                    })
+                    .await
+            });
+            let schedule = Schedule {
+                interval: args.interval,
+                jitter: args.jitter,
+                ..Schedule::default()
+            };
+            syncer.run(schedule, shutdown_signal()).await;
+            tracing::info!("stopping");
+            let _ = stop_admin.send(());
+            admin_task.await.context("admin server")?.context("admin server")?;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
