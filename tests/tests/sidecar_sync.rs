@@ -198,7 +198,15 @@ async fn the_loop_rotates_survives_an_outage_and_honours_retry_after() {
         }
     };
     assert!(wait_for("v1").await, "first sync");
-    assert!(syncer.ready().load(std::sync::atomic::Ordering::Acquire));
+    let mut ready = false;
+    for _ in 0..50 {
+        if syncer.ready().load(std::sync::atomic::Ordering::Acquire) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready, "ready after the first complete sync");
     emulator.set_secret(VAULT, "password", "v2", None).unwrap();
     assert!(wait_for("v2").await, "the new version within an interval");
 
@@ -220,7 +228,16 @@ async fn the_loop_rotates_survives_an_outage_and_honours_retry_after() {
     // Back: recovery without a restart.
     emulator.set_fault(FaultTarget::Vault(VAULT.to_owned()), None);
     assert!(wait_for("v3").await, "recovery");
-    assert!(metrics.encode().contains("wi_sidecar_consecutive_failures 0"));
+    // The metrics are updated just after the write that the file shows.
+    let mut reset = false;
+    for _ in 0..50 {
+        if metrics.encode().contains("wi_sidecar_consecutive_failures 0") {
+            reset = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reset, "{}", metrics.encode());
 
     // A 429 asking for 1 s: no retry before it.
     let before = emulator
