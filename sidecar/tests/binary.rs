@@ -15,7 +15,8 @@ const VAULT: &str = "kv-techventure-001";
 struct Pod {
     emulator: Emulator,
     vault_url: String,
-    client_id: String,
+    /// The AZURE_* env the webhook would inject.
+    env: Vec<(&'static str, String)>,
     dir: tempfile::TempDir,
 }
 
@@ -28,17 +29,13 @@ async fn pod() -> Pod {
         .set_secret(VAULT, "MyWebAppSecret", "SuperSecureValue123!", None)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("token"),
-        emulator
-            .service_account_token("default", "my-app-sa", Duration::from_secs(3600))
-            .unwrap(),
-    )
-    .unwrap();
+    let env = emulator
+        .workload_env(&identity, "default", "my-app-sa", &dir.path().join("token"))
+        .unwrap();
     Pod {
         emulator,
         vault_url,
-        client_id: identity.client_id,
+        env,
         dir,
     }
 }
@@ -59,10 +56,7 @@ impl Pod {
             .env("WI_VAULT_URL_TEMPLATE", &self.vault_url)
             .env("WI_CA_FILE", self.emulator.ca_file())
             .env("WI_VERIFY_CHALLENGE_RESOURCE", "false")
-            .env("AZURE_CLIENT_ID", &self.client_id)
-            .env("AZURE_TENANT_ID", TENANT)
-            .env("AZURE_FEDERATED_TOKEN_FILE", self.dir.path().join("token"))
-            .env("AZURE_AUTHORITY_HOST", self.emulator.authority_host())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command

@@ -345,6 +345,26 @@ impl Admin {
         identity
     }
 
+    /// What a mutated pod of `identity` sees: writes a projected service account token for
+    /// `system:serviceaccount:NAMESPACE:SERVICE_ACCOUNT` (1 hour) to `token_file`, and returns the env the webhook
+    /// injects (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`).
+    pub fn workload_env(
+        &self,
+        identity: &Identity,
+        namespace: &str,
+        service_account: &str,
+        token_file: &Path,
+    ) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let token = self.service_account_token(namespace, service_account, Duration::from_secs(3600))?;
+        std::fs::write(token_file, token)?;
+        Ok(vec![
+            ("AZURE_CLIENT_ID", identity.client_id.clone()),
+            ("AZURE_TENANT_ID", identity.tenant_id.clone()),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
+            ("AZURE_AUTHORITY_HOST", self.inner.login_url.clone()),
+        ])
+    }
+
     /// Adds a federated identity credential to the identity `client_id`.
     pub fn add_federated_credential(&self, client_id: &str, credential: FederatedCredential) {
         self.inner

@@ -16,19 +16,16 @@ async fn the_sdk_identity_helper_gets_a_token_from_a_custom_cloud() {
     let tenant = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
     let identity = emulator.add_workload_identity("mi-aks-workload", tenant, "default", "my-app-sa");
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("azure-identity-token");
-    std::fs::write(
-        &token_file,
-        emulator
-            .service_account_token("default", "my-app-sa", Duration::from_secs(3600))
-            .unwrap(),
-    )
-    .unwrap();
-    let env: HashMap<&str, String> = HashMap::from([
-        ("AZURE_CLIENT_ID", identity.client_id.clone()),
-        ("AZURE_TENANT_ID", tenant.to_owned()),
-        ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
-    ]);
+    let env: HashMap<&str, String> = emulator
+        .workload_env(
+            &identity,
+            "default",
+            "my-app-sa",
+            &dir.path().join("azure-identity-token"),
+        )
+        .unwrap()
+        .into_iter()
+        .collect();
     let cloud = CloudOptions {
         authority_host: Some(emulator.authority_host().to_owned()),
         extra_ca_file: Some(emulator.ca_file().to_owned()),

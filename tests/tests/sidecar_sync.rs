@@ -32,23 +32,13 @@ async fn fetcher(
     let identity = emulator.add_workload_identity("mi-sidecar", TENANT, "default", "my-app-sa");
     emulator.grant(VAULT, &identity.principal_id, &["get"]);
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        emulator
-            .service_account_token("default", "my-app-sa", Duration::from_secs(3600))
-            .unwrap(),
-    )
-    .unwrap();
+    let env = emulator
+        .workload_env(&identity, "default", "my-app-sa", &dir.path().join("token"))
+        .unwrap();
     let cloud = CloudOptions {
         authority_host: Some(emulator.authority_host().to_owned()),
         extra_ca_file: Some(emulator.ca_file().to_owned()),
     };
-    let env = [
-        ("AZURE_CLIENT_ID", identity.client_id.clone()),
-        ("AZURE_TENANT_ID", TENANT.to_owned()),
-        ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
-    ];
     let credential = wi_sdk::identity::from_vars_with(
         |name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()),
         &cloud,
