@@ -23,7 +23,10 @@
 //! ```
 
 pub mod atomic_writer;
+#[cfg(feature = "runtime")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod run;
+#[cfg(feature = "runtime")]
 pub mod sync;

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::config::{Cloud, Config};
-use crate::contract::{DEFAULT_AUDIENCE, SECRET_PROVIDER_CLASS_ANNOTATION};
+use crate::config::{Cloud, Config, DEFAULT_SIDECAR_IMAGE, Sidecar};
+use crate::contract::{
+    DEFAULT_AUDIENCE, ENV_ADMIN_LISTEN, ENV_ROTATION_INTERVAL, ENV_SECRETS_CONFIG, ENV_SECRETS_DIR,
+    SECRET_PROVIDER_CLASS_ANNOTATION,
+};
 use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
 use crate::review::AdmissionReview;
 
@@ -58,15 +61,123 @@ pub struct EngineArgs {
     /// Audience of the projected service account token.
     #[arg(long, env = "WI_AUDIENCE", value_name = "AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub audience: String,
+
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+}
+
+/// The `wi-sidecar` container injected for `workload-identity.rs/secrets-delivery: sidecar`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Injected wi-sidecar (secrets-delivery: sidecar)")]
+pub struct SidecarArgs {
+    /// Image of the injected wi-sidecar.
+    #[arg(long, env = "WI_SIDECAR_IMAGE", value_name = "IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
+    pub sidecar_image: String,
+
+    /// Port of the sidecar's /healthz, /readyz (its startup probe) and /metrics. Pods with a container declaring
+    /// this port are denied.
+    #[arg(long, env = "WI_SIDECAR_ADMIN_PORT", value_name = "PORT", default_value_t = 9441,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub sidecar_admin_port: u16,
+
+    /// How often the sidecar checks Key Vault for new versions.
+    #[arg(long, env = "WI_SIDECAR_ROTATION_INTERVAL", value_name = "DURATION", default_value = "2m",
+          value_parser = parse_interval)]
+    pub sidecar_rotation_interval: String,
+
+    /// CPU request of the sidecar.
+    #[arg(long, env = "WI_SIDECAR_CPU_REQUEST", value_name = "QUANTITY", default_value = "10m",
+          value_parser = parse_quantity)]
+    pub sidecar_cpu_request: String,
+
+    /// Memory request of the sidecar.
+    #[arg(long, env = "WI_SIDECAR_MEMORY_REQUEST", value_name = "QUANTITY", default_value = "32Mi",
+          value_parser = parse_quantity)]
+    pub sidecar_memory_request: String,
+
+    /// Memory limit of the sidecar (the in-memory secrets volume is charged to it).
+    #[arg(long, env = "WI_SIDECAR_MEMORY_LIMIT", value_name = "QUANTITY", default_value = "64Mi",
+          value_parser = parse_quantity)]
+    pub sidecar_memory_limit: String,
+
+    /// Extra env of the sidecar, NAME=VALUE, repeatable (comma-separated in the env var); e.g.
+    /// WI_VAULT_URL_TEMPLATE=https://{name}.vault.local.azurestack.external for a cloud without a known Key Vault
+    /// DNS suffix.
+    #[arg(long, env = "WI_SIDECAR_ENV", value_name = "NAME=VALUE", value_delimiter = ',',
+          value_parser = parse_env_pair)]
+    pub sidecar_env: Vec<(String, String)>,
+}
+
+fn parse_interval(text: &str) -> Result<String, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(text.trim().to_owned()),
+        Ok(_) => Err("must be at least 1s".to_owned()),
+        Err(e) => Err(format!("{e} (expected a duration such as 2m or 90s)")),
+    }
+}
+
+/// A Kubernetes resource quantity in the forms people write (`10m`, `64Mi`, `0.5`, `1G`).
+fn parse_quantity(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let suffixes = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    let number = suffixes
+        .iter()
+        .find_map(|s| t.strip_suffix(s).filter(|n| !n.is_empty()))
+        .unwrap_or_default();
+    let mut parts = number.splitn(2, '.');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let whole = parts.next();
+    let valid = digits(whole) && parts.next().is_none_or(|f| digits(Some(f)));
+    if valid {
+        Ok(t.to_owned())
+    } else {
+        Err(format!("{text:?} is not a resource quantity such as 10m, 0.5 or 64Mi"))
+    }
+}
+
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=VALUE"))?;
+    let name = name.trim();
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("{name:?} is not an env var name"));
+    }
+    if name.starts_with("AZURE_")
+        || [
+            ENV_SECRETS_CONFIG,
+            ENV_SECRETS_DIR,
+            ENV_ROTATION_INTERVAL,
+            ENV_ADMIN_LISTEN,
+        ]
+        .contains(&name)
+    {
+        return Err(format!("{name} is set by the webhook itself"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 impl EngineArgs {
     /// The engine configuration these arguments describe.
     pub fn config(&self) -> Config {
+        let s = &self.sidecar;
         Config {
             tenant_id: self.tenant_id.clone().filter(|t| !t.trim().is_empty()),
             cloud: self.cloud.clone(),
             audience: self.audience.clone(),
+            sidecar: Sidecar {
+                image: s.sidecar_image.clone(),
+                admin_port: s.sidecar_admin_port,
+                rotation_interval: s.sidecar_rotation_interval.clone(),
+                cpu_request: s.sidecar_cpu_request.clone(),
+                memory_request: s.sidecar_memory_request.clone(),
+                memory_limit: s.sidecar_memory_limit.clone(),
+                env: s.sidecar_env.clone(),
+            },
         }
     }
 }

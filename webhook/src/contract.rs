@@ -67,3 +67,17 @@ pub const SECRETS_VOLUME: &str = "wi-secrets-store";
 pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
 /// Default mount path of the secrets volume.
 pub const DEFAULT_SECRETS_MOUNT_PATH: &str = "/mnt/secrets-store";
+
+/// Name of the injected `wi-sidecar` container (a native sidecar: an init container with `restartPolicy: Always`).
+pub const SIDECAR_CONTAINER: &str = "wi-sidecar";
+/// Size limit of the in-memory volume the sidecar writes: Key Vault values are at most 25 KB, so this holds
+/// hundreds of objects twice over (old and new version during a swap).
+pub const SIDECAR_VOLUME_SIZE_LIMIT: &str = "16Mi";
+/// Env var holding the SecretProviderClass parameters the sidecar syncs.
+pub const ENV_SECRETS_CONFIG: &str = "WI_SECRETS_CONFIG";
+/// Env var: the directory the sidecar writes.
+pub const ENV_SECRETS_DIR: &str = "WI_SECRETS_DIR";
+/// Env var: the rotation interval of the sidecar.
+pub const ENV_ROTATION_INTERVAL: &str = "WI_ROTATION_INTERVAL";
+/// Env var: the address of the sidecar's /healthz, /readyz and /metrics.
+pub const ENV_ADMIN_LISTEN: &str = "WI_ADMIN_LISTEN";

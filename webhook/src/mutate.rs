@@ -186,12 +186,41 @@ pub enum Denial {
     /// The pod has its own volume under a name the webhook reserves, with other contents.
     #[error("the pod already has a volume named {0:?} that the webhook did not inject; rename it")]
     VolumeNameConflict(&'static str),
-    /// `secrets-delivery: sidecar` was asked for, and `wi-sidecar` has not shipped yet.
+    /// `secrets-delivery: sidecar` needs the SecretProviderClass at admission: `wi-sidecar` is configured from it.
     #[error(
-        "annotation {SECRETS_DELIVERY_ANNOTATION}: \"sidecar\" is not available in this version of the webhook; \
-         use \"csi\" (needs the Secrets Store CSI driver on the nodes)"
+        "{SECRETS_DELIVERY_ANNOTATION}: \"sidecar\" configures wi-sidecar from SecretProviderClass {class:?} in \
+         namespace {namespace:?}, which {why}"
     )]
-    SidecarDeliveryUnavailable,
+    SecretProviderClassUnavailable {
+        /// The class named by the pod.
+        class: String,
+        /// The pod's namespace.
+        namespace: String,
+        /// What went wrong, with what to do.
+        why: String,
+    },
+    /// The SecretProviderClass cannot configure `wi-sidecar`; the message names the field.
+    #[error("SecretProviderClass {class:?} cannot configure wi-sidecar: {error}")]
+    InvalidSecretProviderClass {
+        /// The class named by the pod.
+        class: String,
+        /// What is wrong with it, naming the parameter.
+        error: String,
+    },
+    /// The pod has its own container under the name of the injected sidecar.
+    #[error("the pod already has a container named {0:?} that the webhook did not inject; rename it")]
+    ContainerNameConflict(&'static str),
+    /// A container of the pod declares the port the injected sidecar listens on (the pod's network is shared).
+    #[error(
+        "container {container:?} declares port {port}, where the injected {SIDECAR_CONTAINER} serves /readyz and \
+         /metrics (containers of a pod share one network); use another port or \"csi\" delivery"
+    )]
+    PortConflict {
+        /// The container.
+        container: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 /// What the webhook injected into a pod, stored in the [`INJECTED_ANNOTATION`] annotation as compact JSON.
@@ -209,6 +238,9 @@ struct Marker {
     /// Volumes injected.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     volumes: BTreeSet<String>,
+    /// Containers injected whole (the `wi-sidecar` native sidecar).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    containers: BTreeSet<String>,
 }
 
 impl Marker {
@@ -221,10 +253,20 @@ impl Marker {
     }
 }
 
+/// Who writes the Key Vault objects into the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// The Secrets Store CSI driver, from a CSI volume.
+    Csi,
+    /// The injected `wi-sidecar`, into an in-memory emptyDir.
+    Sidecar,
+}
+
 /// How the Key Vault objects reach the pod, from the pod's annotations.
 #[derive(Debug)]
 struct SecretsPlan {
     class: String,
+    delivery: Delivery,
     mount_path: String,
     /// `None`: every targeted container.
     containers: Option<BTreeSet<String>>,
@@ -307,12 +349,30 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
     let mut marker = Marker::default();
     let mut ops = Ops::default();
 
+    // The sidecar's container, when `sidecar` delivery asks for one; checked before anything else is patched.
+    let sidecar = match &plan {
+        Some(plan) if plan.delivery == Delivery::Sidecar => Some(sidecar_container(
+            plan,
+            inputs.secret_provider_class,
+            &sa.namespace,
+            &containers,
+            &desired_env,
+            &old_marker,
+            config,
+        )?),
+        _ => None,
+    };
+
     let token_mount = json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true});
     let secrets_mount = plan
         .as_ref()
         .map(|p| json!({"name": SECRETS_VOLUME, "mountPath": p.mount_path, "readOnly": true}));
 
     for container in &containers {
+        if old_marker.containers.contains(container.name) {
+            // Injected whole by an earlier pass: brought up to date below, not injected into.
+            continue;
+        }
         let targeted = !skip.contains(container.name);
         if targeted {
             inject_env(container, &desired_env, &old_marker, &mut marker, &mut ops)?;
@@ -336,7 +396,8 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
         }
     }
 
-    let any_token_mount = marker.mounts.values().any(|v| v.contains(TOKEN_VOLUME))
+    let any_token_mount = sidecar.is_some()
+        || marker.mounts.values().any(|v| v.contains(TOKEN_VOLUME))
         || containers.iter().any(|c| mount_index(c.object, TOKEN_VOLUME).is_some());
     if any_token_mount {
         let volume = json!({
@@ -350,18 +411,29 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
         inject_volume(spec, volume, &old_marker, &mut marker, &mut ops, &mut warnings)?;
     }
     if let Some(plan) = &plan {
-        let volume = json!({
-            "name": SECRETS_VOLUME,
-            "csi": {
-                "driver": CSI_DRIVER,
-                "readOnly": true,
-                "volumeAttributes": {"secretProviderClass": plan.class},
-            },
-        });
+        let volume = match plan.delivery {
+            Delivery::Csi => json!({
+                "name": SECRETS_VOLUME,
+                "csi": {
+                    "driver": CSI_DRIVER,
+                    "readOnly": true,
+                    "volumeAttributes": {"secretProviderClass": plan.class},
+                },
+            }),
+            Delivery::Sidecar => json!({
+                "name": SECRETS_VOLUME,
+                "emptyDir": {"medium": "Memory", "sizeLimit": SIDECAR_VOLUME_SIZE_LIMIT},
+            }),
+        };
         inject_volume(spec, volume, &old_marker, &mut marker, &mut ops, &mut warnings)?;
     }
 
     let mut ops = ops.finish();
+    if let Some(container) = sidecar {
+        // Last of the container operations: inserting at the head of initContainers shifts the indices the
+        // operations above were computed with.
+        inject_sidecar(spec, container, &old_marker, &mut marker, &mut ops);
+    }
     if marker != old_marker {
         // Serializing a struct of maps and sets of strings cannot fail.
         let value = serde_json::to_string(&marker).unwrap_or_default();
@@ -553,9 +625,9 @@ fn secrets_plan(
             expected: "expected the name of a SecretProviderClass in the pod's namespace",
         });
     }
-    match annotations.get(SECRETS_DELIVERY_ANNOTATION).map(|v| v.trim()) {
-        None | Some("csi") => {}
-        Some("sidecar") => return Err(Denial::SidecarDeliveryUnavailable),
+    let delivery = match annotations.get(SECRETS_DELIVERY_ANNOTATION).map(|v| v.trim()) {
+        None | Some("csi") => Delivery::Csi,
+        Some("sidecar") => Delivery::Sidecar,
         Some(_) => {
             return Err(Denial::InvalidAnnotation {
                 key: SECRETS_DELIVERY_ANNOTATION,
@@ -566,7 +638,7 @@ fn secrets_plan(
                 expected: "expected \"csi\" or \"sidecar\"",
             });
         }
-    }
+    };
     let mount_path = match annotations.get(SECRETS_MOUNT_PATH_ANNOTATION) {
         None => DEFAULT_SECRETS_MOUNT_PATH.to_owned(),
         Some(raw) => {
@@ -600,6 +672,7 @@ fn secrets_plan(
     }
     Ok(Some(SecretsPlan {
         class: class.to_owned(),
+        delivery,
         mount_path,
         containers: containers_filter,
     }))
@@ -990,6 +1063,144 @@ fn inject_volume(
     }
     marker.volumes.insert(volume.to_owned());
     Ok(())
+}
+
+/// The `wi-sidecar` native sidecar for `sidecar` delivery, configured from the SecretProviderClass: its
+/// parameters (object names, never values) go into `WI_SECRETS_CONFIG`, checked here with the sidecar's own parser
+/// so that a class it would refuse is refused at admission, naming the parameter, instead of a pod stuck in Init.
+fn sidecar_container(
+    plan: &SecretsPlan,
+    class: ClassLookup<'_>,
+    namespace: &str,
+    containers: &[ContainerRef<'_>],
+    identity_env: &[(&str, &str)],
+    old: &Marker,
+    config: &Config,
+) -> Result<Value, Denial> {
+    let unavailable = |why: String| Denial::SecretProviderClassUnavailable {
+        class: plan.class.clone(),
+        namespace: namespace.to_owned(),
+        why,
+    };
+    let spc = match class {
+        ClassLookup::Found(spc) => spc,
+        ClassLookup::NotFound => return Err(unavailable("does not exist: create it before the pod".to_owned())),
+        ClassLookup::Failed(why) => {
+            return Err(unavailable(format!("could not be read ({why}); retry the request")));
+        }
+    };
+    wi_sidecar::config::from_value(spc).map_err(|e| Denial::InvalidSecretProviderClass {
+        class: plan.class.clone(),
+        error: e.to_string(),
+    })?;
+    let port = config.sidecar.admin_port;
+    for c in containers {
+        if c.name == SIDECAR_CONTAINER && !old.containers.contains(SIDECAR_CONTAINER) {
+            return Err(Denial::ContainerNameConflict(SIDECAR_CONTAINER));
+        }
+        if c.name == SIDECAR_CONTAINER {
+            continue;
+        }
+        let ports = c
+            .object
+            .get("ports")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        if ports
+            .iter()
+            .any(|p| p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(port)))
+        {
+            return Err(Denial::PortConflict {
+                container: c.name.to_owned(),
+                port,
+            });
+        }
+    }
+    let parameters = spc.pointer("/spec/parameters").cloned().unwrap_or(Value::Null);
+    let mut env: Vec<Value> = identity_env
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let sidecar = &config.sidecar;
+    env.extend([
+        json!({"name": ENV_SECRETS_CONFIG, "value": parameters.to_string()}),
+        json!({"name": ENV_SECRETS_DIR, "value": plan.mount_path}),
+        json!({"name": ENV_ROTATION_INTERVAL, "value": sidecar.rotation_interval}),
+        json!({"name": ENV_ADMIN_LISTEN, "value": format!("0.0.0.0:{port}")}),
+    ]);
+    env.extend(
+        sidecar
+            .env
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value})),
+    );
+    let probe = |path: &str, period: u32, failures: u32| {
+        json!({
+            "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        })
+    };
+    Ok(json!({
+        "name": SIDECAR_CONTAINER,
+        "image": sidecar.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["run"],
+        // A native sidecar: started before the app containers, which wait for its startup probe (the first
+        // complete sync), kept running beside them, stopped after them.
+        "restartPolicy": "Always",
+        "env": env,
+        "ports": [{"name": "wi-sidecar", "containerPort": port, "protocol": "TCP"}],
+        "startupProbe": probe("/readyz", 1, 300),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "resources": {
+            "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
+            "limits": {"memory": sidecar.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true},
+            {"name": SECRETS_VOLUME, "mountPath": plan.mount_path},
+        ],
+    }))
+}
+
+/// Puts the sidecar first among the init containers (so that the pod's own init containers, too, start after the
+/// first sync), or brings the one an earlier pass injected up to date.
+fn inject_sidecar(
+    spec: &Map<String, Value>,
+    want: Value,
+    old: &Marker,
+    marker: &mut Marker,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let init: &[Value] = spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let existing = init
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR_CONTAINER));
+    match existing {
+        // Only ours reaches here: a container of that name not in the marker was denied.
+        Some(i) if old.containers.contains(SIDECAR_CONTAINER) => {
+            if !contains(&init[i], &want) {
+                ops.push(replace(&format!("/spec/initContainers/{i}"), want));
+            }
+        }
+        _ if init.is_empty() => ops.push(add("/spec/initContainers", Value::Array(vec![want]))),
+        _ => ops.push(add("/spec/initContainers/0", want)),
+    }
+    marker.containers.insert(SIDECAR_CONTAINER.to_owned());
 }
 
 /// The constant name of a volume or mount the webhook injects.
@@ -1479,6 +1690,159 @@ mod tests {
         spc(json!({"clientID": CLIENT, "keyvaultName": "kv1", "tenantId": TENANT, "objects": "array: []"}))
     }
 
+    fn sidecar_spc() -> Value {
+        spc(json!({"clientID": CLIENT, "keyvaultName": "kv1", "tenantId": TENANT,
+                   "objects": "array:\n  - |\n    objectName: db-password\n    objectType: secret\n"}))
+    }
+
+    fn sidecar_pod(containers: Value) -> Value {
+        pod(
+            json!({SECRET_PROVIDER_CLASS_ANNOTATION: "kv", SECRETS_DELIVERY_ANNOTATION: "sidecar"}),
+            containers,
+        )
+    }
+
+    fn sidecar_env(container: &Value) -> BTreeMap<String, String> {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().into(), e["value"].as_str().unwrap().into()))
+            .collect()
+    }
+
+    #[test]
+    fn sidecar_delivery_injects_a_native_sidecar_configured_from_the_class() {
+        let mut p = sidecar_pod(json!([{"name": "app"}]));
+        p["spec"]["initContainers"] = json!([{"name": "migrate"}]);
+        let spc = sidecar_spc();
+        let m = run(&p, &annotated_sa(), Some(&spc)).unwrap();
+        let out = apply(&p, &m);
+        let init = out["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(init.len(), 2);
+        assert_eq!(
+            init[1]["name"], "migrate",
+            "the pod's init container runs after the first sync"
+        );
+        assert_eq!(init[1]["volumeMounts"][1]["name"], SECRETS_VOLUME);
+        let sidecar = &init[0];
+        assert_eq!(sidecar["name"], SIDECAR_CONTAINER);
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(sidecar["image"], crate::config::DEFAULT_SIDECAR_IMAGE);
+        assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(sidecar["startupProbe"]["httpGet"]["port"], 9441);
+        assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(sidecar["resources"]["limits"]["memory"], "64Mi");
+        let env = sidecar_env(sidecar);
+        assert_eq!(env[ENV_CLIENT_ID], CLIENT);
+        assert_eq!(env[ENV_TENANT_ID], TENANT);
+        assert_eq!(env[ENV_FEDERATED_TOKEN_FILE], TOKEN_FILE_PATH);
+        assert_eq!(env[ENV_SECRETS_DIR], DEFAULT_SECRETS_MOUNT_PATH);
+        assert_eq!(env[ENV_ROTATION_INTERVAL], "2m");
+        // The class parameters, which the sidecar parses back into the same configuration.
+        let cfg = wi_sidecar::config::parse(&env[ENV_SECRETS_CONFIG]).unwrap();
+        assert_eq!(cfg.keyvault_name, "kv1");
+        assert_eq!(cfg.objects[0].name, "db-password");
+        assert_eq!(
+            sidecar["volumeMounts"],
+            json!([{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true},
+                   {"name": SECRETS_VOLUME, "mountPath": DEFAULT_SECRETS_MOUNT_PATH}])
+        );
+        // The app reads, never writes; the volume lives in memory.
+        assert_eq!(
+            out["spec"]["containers"][0]["volumeMounts"][1],
+            json!({"name": SECRETS_VOLUME, "mountPath": DEFAULT_SECRETS_MOUNT_PATH, "readOnly": true})
+        );
+        let volumes = out["spec"]["volumes"].as_array().unwrap();
+        let secrets = volumes.iter().find(|v| v["name"] == SECRETS_VOLUME).unwrap();
+        assert_eq!(secrets["emptyDir"]["medium"], "Memory");
+        assert!(volumes.iter().any(|v| v["name"] == TOKEN_VOLUME));
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn sidecar_delivery_converges_on_a_second_pass_and_follows_settings() {
+        let p = sidecar_pod(json!([{"name": "app"}]));
+        let spc = sidecar_spc();
+        let once = apply(&p, &run(&p, &annotated_sa(), Some(&spc)).unwrap());
+        // The API server defaults probe and container fields between passes.
+        let mut defaulted = once.clone();
+        defaulted["spec"]["initContainers"][0]["startupProbe"]["timeoutSeconds"] = json!(1);
+        defaulted["spec"]["initContainers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
+        let again = run(&defaulted, &annotated_sa(), Some(&spc)).unwrap();
+        assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+
+        // A new image in the webhook's settings replaces the sidecar it injected, in place.
+        let mut cfg = config();
+        cfg.sidecar.image = "registry.example/wi-sidecar:9".into();
+        let sa = annotated_sa();
+        let inputs = Inputs {
+            namespace_labels: None,
+            service_account: &sa,
+            secret_provider_class: ClassLookup::Found(&spc),
+        };
+        let m = mutate(&defaulted, &inputs, &cfg).unwrap();
+        assert_eq!(m.patch.0.len(), 1, "{:?}", m.patch);
+        let out = apply(&defaulted, &m);
+        assert_eq!(out["spec"]["initContainers"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            out["spec"]["initContainers"][0]["image"],
+            "registry.example/wi-sidecar:9"
+        );
+    }
+
+    #[test]
+    fn sidecar_delivery_with_an_empty_init_list_and_skipped_apps_still_gets_the_token() {
+        let mut p = pod(
+            json!({SECRET_PROVIDER_CLASS_ANNOTATION: "kv", SECRETS_DELIVERY_ANNOTATION: "sidecar",
+                   SKIP_CONTAINERS_ANNOTATION: "app", SECRETS_CONTAINERS_ANNOTATION: "app"}),
+            json!([{"name": "app"}]),
+        );
+        p["spec"]["initContainers"] = json!(null);
+        let spc = sidecar_spc();
+        let out = apply(&p, &run(&p, &annotated_sa(), Some(&spc)).unwrap());
+        assert_eq!(out["spec"]["initContainers"][0]["name"], SIDECAR_CONTAINER);
+        assert!(out["spec"]["containers"][0].get("env").is_none());
+        assert_eq!(out["spec"]["containers"][0]["volumeMounts"][0]["name"], SECRETS_VOLUME);
+        let volumes = out["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes.iter().any(|v| v["name"] == TOKEN_VOLUME), "{volumes:?}");
+    }
+
+    #[rstest]
+    #[case(None, "does not exist")]
+    #[case(Some(spc(json!({"clientID": CLIENT, "objects": "array: []"}))), "keyvaultName")]
+    #[case(Some(spc(json!({"keyvaultName": "kv1", "objects": "array:\n  - |\n    objectName: a\n    objectType: blob\n"}))), "objectType")]
+    #[case(Some(spc(json!({"keyvaultName": "kv1", "useVMManagedIdentity": "true", "objects": "array: []"}))), "useVMManagedIdentity")]
+    fn sidecar_delivery_denies_a_class_it_cannot_use(#[case] class: Option<Value>, #[case] expected: &str) {
+        let p = sidecar_pod(json!([{"name": "app"}]));
+        let err = run(&p, &annotated_sa(), class.as_ref()).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("\"kv\""), "{err}");
+    }
+
+    #[test]
+    fn sidecar_delivery_denies_an_unreadable_class_asking_for_a_retry() {
+        let p = sidecar_pod(json!([{"name": "app"}]));
+        let sa = annotated_sa();
+        let inputs = Inputs {
+            namespace_labels: None,
+            service_account: &sa,
+            secret_provider_class: ClassLookup::Failed("forbidden"),
+        };
+        let err = mutate(&p, &inputs, &config()).unwrap_err().to_string();
+        assert!(err.contains("forbidden") && err.contains("retry"), "{err}");
+    }
+
+    #[rstest]
+    #[case(json!([{"name": "app"}, {"name": "wi-sidecar"}]), "named \"wi-sidecar\"")]
+    #[case(json!([{"name": "app", "ports": [{"containerPort": 9441}]}]), "port 9441")]
+    fn sidecar_delivery_denies_name_and_port_conflicts(#[case] containers: Value, #[case] expected: &str) {
+        let p = sidecar_pod(containers);
+        let spc = sidecar_spc();
+        let err = run(&p, &annotated_sa(), Some(&spc)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+
     #[test]
     fn csi_delivery_adds_the_volume_and_read_only_mounts() {
         let p = pod(
@@ -1557,7 +1921,6 @@ mod tests {
     }
 
     #[rstest]
-    #[case(SECRETS_DELIVERY_ANNOTATION, "sidecar", "not available")]
     #[case(SECRETS_DELIVERY_ANNOTATION, "nfs", "\"csi\" or \"sidecar\"")]
     #[case(SECRETS_MOUNT_PATH_ANNOTATION, "relative/path", "absolute")]
     #[case(SECRETS_MOUNT_PATH_ANNOTATION, "/mnt/../etc", "absolute")]

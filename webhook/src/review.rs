@@ -354,7 +354,7 @@ mod tests {
             json!({"uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE"}),
         ))
         .unwrap();
-        let denied = parsed.respond(&Err(Denial::SidecarDeliveryUnavailable));
+        let denied = parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar")));
         assert_eq!(denied["apiVersion"], api_version);
         assert_eq!(denied["kind"], "AdmissionReview");
         assert_eq!(denied["response"]["uid"], "abc-123");

@@ -432,6 +432,60 @@ fn csi_delivery_on_a_captured_pod() {
 }
 
 #[test]
+fn sidecar_delivery_on_a_captured_pod() {
+    // A pod with two init containers of its own: the sidecar goes first, so they too start after the first sync.
+    let mut request = read_json(&fixtures().join("admission/02-init-containers-user-client-id.json"));
+    let annotations = &mut request["request"]["object"]["metadata"]["annotations"];
+    annotations[SECRET_PROVIDER_CLASS_ANNOTATION] = json!("azure-kv-spc");
+    annotations[SECRETS_DELIVERY_ANNOTATION] = json!("sidecar");
+    annotations[SECRETS_CONTAINERS_ANNOTATION] = json!("app;worker");
+    let spc = read_yaml(&fixtures().join("extra/secretproviderclass-kv.yaml"));
+    let body = serde_json::to_vec(&request).unwrap();
+    let (original, response) = admit(&body, None, Some(&spc));
+    assert!(response["response"].get("warnings").is_none(), "{response}");
+    let patch = decode_patch(&response).unwrap().unwrap();
+    insta::assert_json_snapshot!("02-with-sidecar-secrets", patch);
+    let mut patched = original.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    let pod: Pod = serde_json::from_value(patched.clone()).unwrap();
+    let spec = pod.spec.unwrap();
+    let init = spec.init_containers.clone().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["wi-sidecar", "init-schema", "init-config"]);
+    let sidecar = &init[0];
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    assert!(sidecar.startup_probe.is_some());
+    let config = sidecar
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == ENV_SECRETS_CONFIG)
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let parsed = wi_sidecar::config::parse(&config).unwrap();
+    let objects: Vec<&str> = parsed.objects.iter().map(|o| o.file_name.as_str()).collect();
+    assert_eq!(objects, ["db-password", "tls.pem"]);
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == SECRETS_VOLUME)
+        .and_then(|v| v.empty_dir.clone())
+        .unwrap();
+    assert_eq!(volume.medium.as_deref(), Some("Memory"));
+    for c in &spec.containers {
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == SECRETS_VOLUME)
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true), "{}", c.name);
+    }
+    assert!(mutate_again(&patched).is_empty());
+}
+
+#[test]
 fn a_node_identity_class_is_warned_about() {
     let mut request = read_json(&fixtures().join("admission/01-plain-pod.json"));
     request["request"]["object"]["metadata"]["annotations"] = json!({SECRET_PROVIDER_CLASS_ANNOTATION: "azure-kv-spc"});
