@@ -36,7 +36,7 @@ pub enum Command {
     ///
     /// Exits 0 whether the pod is allowed or denied (a denial is printed), and 2 with a one-line reason when an
     /// input cannot be read.
-    Mutate(MutateArgs),
+    Mutate(Box<MutateArgs>),
 
     /// Serve admission requests over HTTPS, with /healthz, /readyz and /metrics on the admin port.
     ///
