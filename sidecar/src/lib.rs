@@ -27,6 +27,8 @@ pub mod atomic_writer;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "runtime")]
+pub mod render;
+#[cfg(feature = "runtime")]
 pub mod run;
 #[cfg(feature = "runtime")]
 pub mod sync;

@@ -1,23 +1,28 @@
 //! Fetching the objects of a [`SyncConfig`] from Key Vault and turning them into file contents, all or nothing.
 //!
-//! One `SecretClient` per sync, so one access token serves every object (the SDK caches it); objects are fetched
-//! with bounded concurrency. Errors name the object and say why, never with its value.
-//!
-//! Today: `objectType: secret` (with `objectEncoding` and, for certificate-backed secrets, PEM as stored or
-//! `objectFormat: pfx`). `key` and `cert`, and PKCS#12-to-PEM conversion, are refused with a clear error.
+//! One client per object kind in use (secrets always; keys and certificates when the configuration has them),
+//! sharing one credential, so one access token serves every object; objects are fetched with bounded concurrency.
+//! File contents are those of the CSI driver's Azure provider ([`crate::render`]). With `objectVersionHistory: N`
+//! the object becomes a directory of files `0` (the newest, or `objectVersion`) to `N-1`, older enabled versions in
+//! order of creation, as the provider writes them. Errors name the object and say why, never with its value.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
+use azure_security_keyvault_certificates::models::{Certificate, CertificateClientGetCertificateOptions};
+use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
+use azure_security_keyvault_keys::models::{Key, KeyClientGetKeyOptions};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use azure_security_keyvault_secrets::models::{Secret, SecretClientGetSecretOptions};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use base64::Engine as _;
 use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
 
 use crate::atomic_writer::FileContent;
-use crate::config::{Encoding, Format, ObjectSpec, ObjectType, SyncConfig};
+use crate::config::{ObjectSpec, ObjectType, SyncConfig};
+use crate::render;
 
 /// A sync that failed: which object, and why. Nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +81,18 @@ pub fn vault_url(keyvault_name: &str, cloud_name: Option<&str>, template: Option
 
 /// Fetches a configuration's objects.
 pub struct Fetcher {
-    client: SecretClient,
+    secrets: SecretClient,
+    keys: Option<KeyClient>,
+    certificates: Option<CertificateClient>,
     config: SyncConfig,
     concurrency: usize,
+}
+
+/// One version of an object in a listing.
+struct VersionItem {
+    version: String,
+    created: Option<OffsetDateTime>,
+    enabled: bool,
 }
 
 impl Fetcher {
@@ -92,17 +106,46 @@ impl Fetcher {
         verify_challenge_resource: bool,
         concurrency: usize,
     ) -> Result<Self, SyncError> {
-        let options = SecretClientOptions {
-            client_options,
-            verify_challenge_resource: Some(verify_challenge_resource),
-            ..SecretClientOptions::default()
-        };
-        let client = SecretClient::new(vault_url, credential, Some(options)).map_err(|e| SyncError::Client {
+        let client_error = |e: azure_core::Error| SyncError::Client {
             vault_url: vault_url.to_owned(),
             reason: e.to_string(),
-        })?;
+        };
+        let verify = Some(verify_challenge_resource);
+        let uses = |t: ObjectType| config.objects.iter().any(|o| o.object_type == t);
+        let secrets = SecretClient::new(
+            vault_url,
+            credential.clone(),
+            Some(SecretClientOptions {
+                client_options: client_options.clone(),
+                verify_challenge_resource: verify,
+                ..SecretClientOptions::default()
+            }),
+        )
+        .map_err(client_error)?;
+        let keys = if uses(ObjectType::Key) {
+            let options = KeyClientOptions {
+                client_options: client_options.clone(),
+                verify_challenge_resource: verify,
+                ..KeyClientOptions::default()
+            };
+            Some(KeyClient::new(vault_url, credential.clone(), Some(options)).map_err(client_error)?)
+        } else {
+            None
+        };
+        let certificates = if uses(ObjectType::Cert) {
+            let options = CertificateClientOptions {
+                client_options,
+                verify_challenge_resource: verify,
+                ..CertificateClientOptions::default()
+            };
+            Some(CertificateClient::new(vault_url, credential, Some(options)).map_err(client_error)?)
+        } else {
+            None
+        };
         Ok(Fetcher {
-            client,
+            secrets,
+            keys,
+            certificates,
             config,
             concurrency: concurrency.max(1),
         })
@@ -112,49 +155,185 @@ impl Fetcher {
     pub async fn fetch_all(&self) -> Result<BTreeMap<String, FileContent>, SyncError> {
         // The futures are made first and streamed after: a closure inside the stream combinator would make the
         // sync future lose `Send` (a higher-ranked lifetime), and the sidecar spawns it.
-        let fetches: Vec<_> = self.config.objects.iter().map(|spec| self.fetch_named(spec)).collect();
-        let fetched: Vec<(String, FileContent)> = futures::stream::iter(fetches)
+        let fetches: Vec<_> = self.config.objects.iter().map(|spec| self.fetch(spec)).collect();
+        let fetched: Vec<Vec<(String, FileContent)>> = futures::stream::iter(fetches)
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
-        Ok(fetched.into_iter().collect())
+        Ok(fetched.into_iter().flatten().collect())
     }
 
-    async fn fetch_named(&self, spec: &ObjectSpec) -> Result<(String, FileContent), SyncError> {
-        Ok((spec.file_name.clone(), self.fetch(spec).await?))
+    async fn fetch(&self, spec: &ObjectSpec) -> Result<Vec<(String, FileContent)>, SyncError> {
+        if spec.version_history <= 1 {
+            let data = self.fetch_version(spec, spec.version.clone()).await?;
+            return Ok(vec![(spec.file_name.clone(), FileContent { data, mode: spec.mode })]);
+        }
+        let versions = self.history(spec).await?;
+        let mut files = Vec::with_capacity(versions.len());
+        for (i, version) in versions.into_iter().enumerate() {
+            let data = self.fetch_version(spec, Some(version)).await?;
+            files.push((format!("{}/{i}", spec.file_name), FileContent { data, mode: spec.mode }));
+        }
+        Ok(files)
     }
 
-    async fn fetch(&self, spec: &ObjectSpec) -> Result<FileContent, SyncError> {
+    /// The versions `objectVersionHistory` asks for: enabled ones, newest first, starting at `objectVersion` when
+    /// one is given.
+    async fn history(&self, spec: &ObjectSpec) -> Result<Vec<String>, SyncError> {
+        let api = |e: azure_core::Error| api_error(spec, &e);
+        let last_segment = |id: Option<String>| id.and_then(|id| id.rsplit('/').next().map(str::to_owned));
+        let mut items: Vec<VersionItem> = match spec.object_type {
+            ObjectType::Secret => self
+                .secrets
+                .list_secret_properties_versions(&spec.name, None)
+                .map_err(api)?
+                .map_ok(|p| VersionItem {
+                    version: last_segment(p.id).unwrap_or_default(),
+                    created: p.attributes.as_ref().and_then(|a| a.created),
+                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
+                })
+                .try_collect()
+                .await
+                .map_err(api)?,
+            ObjectType::Key => self
+                .key_client(spec)?
+                .list_key_properties_versions(&spec.name, None)
+                .map_err(api)?
+                .map_ok(|p| VersionItem {
+                    version: last_segment(p.kid).unwrap_or_default(),
+                    created: p.attributes.as_ref().and_then(|a| a.created),
+                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
+                })
+                .try_collect()
+                .await
+                .map_err(api)?,
+            ObjectType::Cert => self
+                .certificate_client(spec)?
+                .list_certificate_properties_versions(&spec.name, None)
+                .map_err(api)?
+                .map_ok(|p| VersionItem {
+                    version: last_segment(p.id).unwrap_or_default(),
+                    created: p.attributes.as_ref().and_then(|a| a.created),
+                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
+                })
+                .try_collect()
+                .await
+                .map_err(api)?,
+        };
+        items.retain(|i| i.enabled && !i.version.is_empty());
+        // Newest first. Creation times have one-second resolution: within one second, a version listed later
+        // counts as newer (listings come in creation order).
+        items.reverse();
+        items.sort_by_key(|i| std::cmp::Reverse(i.created));
+        let start = match &spec.version {
+            None => 0,
+            Some(wanted) => items
+                .iter()
+                .position(|i| &i.version == wanted)
+                .ok_or_else(|| SyncError::Object {
+                    object: describe(spec),
+                    reason: format!("version {wanted} is not among the enabled versions"),
+                    status: None,
+                    retry_after: None,
+                })?,
+        };
+        let versions: Vec<String> = items
+            .into_iter()
+            .skip(start)
+            .take(spec.version_history as usize)
+            .map(|i| i.version)
+            .collect();
+        if versions.is_empty() {
+            return Err(SyncError::Object {
+                object: describe(spec),
+                reason: "no enabled version".to_owned(),
+                status: None,
+                retry_after: None,
+            });
+        }
+        Ok(versions)
+    }
+
+    fn key_client(&self, spec: &ObjectSpec) -> Result<&KeyClient, SyncError> {
+        self.keys.as_ref().ok_or_else(|| internal(spec, "no key client"))
+    }
+
+    fn certificate_client(&self, spec: &ObjectSpec) -> Result<&CertificateClient, SyncError> {
+        self.certificates
+            .as_ref()
+            .ok_or_else(|| internal(spec, "no certificate client"))
+    }
+
+    async fn fetch_version(&self, spec: &ObjectSpec, version: Option<String>) -> Result<Vec<u8>, SyncError> {
         let object = |reason: String| SyncError::Object {
             object: describe(spec),
             reason,
             status: None,
             retry_after: None,
         };
-        if spec.object_type != ObjectType::Secret {
-            return Err(object(
-                "objectType key and cert are not supported by wi-sidecar yet".to_owned(),
-            ));
+        let unreadable = |e: azure_core::Error| object(format!("unreadable answer from Key Vault: {e}"));
+        let api = |e: azure_core::Error| api_error(spec, &e);
+        match spec.object_type {
+            ObjectType::Secret => {
+                let options = SecretClientGetSecretOptions {
+                    secret_version: version,
+                    ..Default::default()
+                };
+                let secret: Secret = self
+                    .secrets
+                    .get_secret(&spec.name, Some(options))
+                    .await
+                    .map_err(api)?
+                    .into_model()
+                    .map_err(unreadable)?;
+                render::secret(
+                    spec,
+                    secret.value.as_deref().unwrap_or_default(),
+                    secret.content_type.as_deref(),
+                )
+                .map_err(object)
+            }
+            ObjectType::Key => {
+                let options = KeyClientGetKeyOptions {
+                    key_version: version,
+                    ..Default::default()
+                };
+                let key: Key = self
+                    .key_client(spec)?
+                    .get_key(&spec.name, Some(options))
+                    .await
+                    .map_err(api)?
+                    .into_model()
+                    .map_err(unreadable)?;
+                let jwk = key
+                    .key
+                    .ok_or_else(|| object("Key Vault returned the key without its JWK".to_owned()))?;
+                render::public_key(&jwk).map_err(object)
+            }
+            ObjectType::Cert => {
+                let options = CertificateClientGetCertificateOptions {
+                    certificate_version: version,
+                    ..Default::default()
+                };
+                let certificate: Certificate = self
+                    .certificate_client(spec)?
+                    .get_certificate(&spec.name, Some(options))
+                    .await
+                    .map_err(api)?
+                    .into_model()
+                    .map_err(unreadable)?;
+                render::certificate(certificate.cer.as_deref().unwrap_or_default()).map_err(object)
+            }
         }
-        if spec.version_history > 1 {
-            return Err(object(
-                "objectVersionHistory above 1 is not supported by wi-sidecar yet".to_owned(),
-            ));
-        }
-        let options = SecretClientGetSecretOptions {
-            secret_version: spec.version.clone(),
-            ..Default::default()
-        };
-        let response = self
-            .client
-            .get_secret(&spec.name, Some(options))
-            .await
-            .map_err(|e| api_error(spec, &e))?;
-        let secret: Secret = response
-            .into_model()
-            .map_err(|e| object(format!("unreadable answer from Key Vault: {e}")))?;
-        let data = render(spec, &secret).map_err(object)?;
-        Ok(FileContent { data, mode: spec.mode })
+    }
+}
+
+fn internal(spec: &ObjectSpec, what: &str) -> SyncError {
+    SyncError::Object {
+        object: describe(spec),
+        reason: format!("internal error: {what}"),
+        status: None,
+        retry_after: None,
     }
 }
 
@@ -199,10 +378,18 @@ fn api_error(spec: &ObjectSpec, error: &azure_core::Error) -> SyncError {
                 .map(|v| format!(" (version {v})"))
                 .unwrap_or_default()
         ),
-        (Some(403), Some("Forbidden")) if chain.contains("disabled") => "the secret is disabled".to_owned(),
-        (Some(403), _) => "access denied: the identity needs get permission on secrets (role Key Vault Secrets User, \
-             granted to its principal id)"
-            .to_owned(),
+        (Some(403), Some("Forbidden")) if chain.contains("disabled") => "the object is disabled".to_owned(),
+        (Some(403), _) => format!(
+            "access denied: grant the identity's principal id {}",
+            match (spec.object_type, spec.version_history > 1) {
+                (ObjectType::Secret, false) => "get on secrets (role Key Vault Secrets User)",
+                (ObjectType::Secret, true) => "get and list on secrets (role Key Vault Secrets User)",
+                (ObjectType::Key, _) => "get and list on keys (role Key Vault Crypto User or Key Vault Reader)",
+                (ObjectType::Cert, _) => {
+                    "get and list on certificates (role Key Vault Certificate User or Key Vault Reader)"
+                }
+            }
+        ),
         (Some(429), _) => "throttled by Key Vault (429)".to_owned(),
         (Some(status), _) => format!("Key Vault answered {status}: {chain}"),
         (None, _) => chain,
@@ -212,36 +399,6 @@ fn api_error(spec: &ObjectSpec, error: &azure_core::Error) -> SyncError {
         reason,
         status,
         retry_after,
-    }
-}
-
-/// The file content of a secret, as the CSI driver's Azure provider writes it.
-fn render(spec: &ObjectSpec, secret: &Secret) -> Result<Vec<u8>, String> {
-    let value = secret.value.as_deref().unwrap_or_default();
-    let pkcs12 = secret.content_type.as_deref() == Some("application/x-pkcs12");
-    if spec.format == Format::Pfx {
-        if !pkcs12 {
-            return Err("objectFormat pfx needs a certificate-backed secret stored as PKCS#12".to_owned());
-        }
-        return base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .map_err(|e| format!("the PKCS#12 value is not base64: {e}"));
-    }
-    if pkcs12 && secret.kid.is_some() {
-        return Err(
-            "converting a PKCS#12 certificate to PEM is not supported by wi-sidecar yet; use objectFormat pfx \
-                    or store the certificate as PEM"
-                .to_owned(),
-        );
-    }
-    match spec.encoding {
-        Encoding::Utf8 => Ok(value.as_bytes().to_vec()),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .map_err(|e| format!("objectEncoding base64, but the value is not base64: {e}")),
-        Encoding::Hex => {
-            hex::decode(value.trim()).map_err(|e| format!("objectEncoding hex, but the value is not hex: {e}"))
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use axum::extract::{Form, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -26,6 +27,27 @@ use crate::jwt::{self, Signer};
 /// The audience Entra ID requires in a federated token.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// PEM as Go's `pem.EncodeToMemory` writes it: 64 columns, `\n`.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The public JWK of a P-256 key.
+fn ec_jwk(pair: &rcgen::KeyPair) -> anyhow::Result<Value> {
+    let raw = pair.public_key_raw();
+    anyhow::ensure!(raw.len() == 65 && raw[0] == 4, "not an uncompressed P-256 point");
+    let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    Ok(json!({"kty": "EC", "crv": "P-256", "key_ops": ["sign", "verify"],
+              "x": b64url(&raw[1..33]), "y": b64url(&raw[33..])}))
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -93,13 +115,109 @@ struct SecretVersion {
     kid: Option<String>,
 }
 
+/// One version of a key: its public JWK (the emulator keeps no private key material for keys).
+#[derive(Debug, Clone)]
+struct KeyVersion {
+    version: String,
+    jwk: Value,
+    enabled: bool,
+    created: u64,
+    managed: bool,
+}
+
+/// One version of a certificate: its DER.
+#[derive(Debug, Clone)]
+struct CertificateVersion {
+    version: String,
+    cer: Vec<u8>,
+    enabled: bool,
+    created: u64,
+}
+
+/// What the routes of every object kind need of a version.
+trait Versioned: Clone {
+    fn version(&self) -> &str;
+    fn enabled(&self) -> bool;
+}
+
+impl Versioned for SecretVersion {
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+impl Versioned for KeyVersion {
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+impl Versioned for CertificateVersion {
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+/// The kind of key [`Admin::create_key`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA 2048.
+    Rsa2048,
+    /// EC on P-256.
+    EcP256,
+}
+
+/// How a certificate's secret is kept ([`Admin::create_certificate`]), as the certificate policy's content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateFormat {
+    /// `application/x-pkcs12`: a base64 PFX with the empty password.
+    Pkcs12,
+    /// `application/x-pem-file`: the PKCS#8 key and the chain, PEM.
+    Pem,
+}
+
+/// A key the emulator made, for tests to compare with what a client writes.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    /// Version id.
+    pub version: String,
+    /// The public key as PEM `PUBLIC KEY`.
+    pub public_key_pem: String,
+}
+
+/// A certificate the emulator made: its key, secret and certificate share the name and the version, as in Key Vault.
+#[derive(Debug, Clone)]
+pub struct CreatedCertificate {
+    /// Version id.
+    pub version: String,
+    /// The private key, PEM PKCS#8.
+    pub key_pem: String,
+    /// The leaf certificate, PEM.
+    pub leaf_pem: String,
+    /// The issuing CA's certificate, PEM.
+    pub ca_pem: String,
+    /// The PFX kept in the secret (for [`CertificateFormat::Pkcs12`]).
+    pub pfx: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 struct Vault {
     tenant_id: String,
     url: String,
-    /// principal id -> permissions ("get", "list").
+    /// principal id -> permissions ("get", "list"), for every object kind.
     access: BTreeMap<String, Vec<String>>,
     secrets: BTreeMap<String, Vec<SecretVersion>>,
+    keys: BTreeMap<String, Vec<KeyVersion>>,
+    certificates: BTreeMap<String, Vec<CertificateVersion>>,
 }
 
 #[derive(Debug, Default)]
@@ -425,6 +543,14 @@ impl Admin {
             .route("/secrets/{name}/", get(get_latest))
             .route("/secrets/{name}/versions", get(list_versions))
             .route("/secrets/{name}/{version}", get(get_version))
+            .route("/keys/{name}", get(get_key_latest))
+            .route("/keys/{name}/", get(get_key_latest))
+            .route("/keys/{name}/versions", get(list_key_versions))
+            .route("/keys/{name}/{version}", get(get_key_version))
+            .route("/certificates/{name}", get(get_certificate_latest))
+            .route("/certificates/{name}/", get(get_certificate_latest))
+            .route("/certificates/{name}/versions", get(list_certificate_versions))
+            .route("/certificates/{name}/{version}", get(get_certificate_version))
             .with_state((self.inner.clone(), name.to_owned()));
         let task = serve(listener, self.inner.acceptor.clone(), router);
         if let Ok(mut tasks) = self.inner.vault_tasks.lock() {
@@ -493,6 +619,143 @@ impl Admin {
         Ok(version)
     }
 
+    /// Creates a new version of a key (Key Vault generates it; only the public part is kept here).
+    pub fn create_key(&self, vault: &str, name: &str, kind: KeyKind) -> anyhow::Result<CreatedKey> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair as _;
+        let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let failed = |what: &str| anyhow::anyhow!("{what} key generation failed");
+        let (jwk, spki) = match kind {
+            KeyKind::Rsa2048 => {
+                let pair =
+                    aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| failed("RSA"))?;
+                let public = pair.public_key();
+                let jwk = json!({
+                    "kty": "RSA",
+                    "key_ops": ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+                    "n": b64url(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64url(public.exponent().big_endian_without_leading_zero()),
+                });
+                let spki = public.as_der().map_err(|_| failed("RSA"))?.as_ref().to_vec();
+                (jwk, spki)
+            }
+            KeyKind::EcP256 => {
+                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                (ec_jwk(&pair)?, rcgen::PublicKeyData::subject_public_key_info(&pair))
+            }
+        };
+        let version = self.add_key_version(vault, name, jwk, false, None)?;
+        Ok(CreatedKey {
+            version,
+            public_key_pem: pem("PUBLIC KEY", &spki),
+        })
+    }
+
+    fn add_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        mut jwk: Value,
+        managed: bool,
+        version: Option<String>,
+    ) -> anyhow::Result<String> {
+        let mut state = self.inner.state();
+        let v = state
+            .vaults
+            .get_mut(vault)
+            .ok_or_else(|| anyhow::anyhow!("no vault {vault}"))?;
+        let version = version.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        jwk["kid"] = json!(format!("{}/keys/{name}/{version}", v.url));
+        v.keys.entry(name.to_owned()).or_default().push(KeyVersion {
+            version: version.clone(),
+            jwk,
+            enabled: true,
+            created: now(),
+            managed,
+        });
+        Ok(version)
+    }
+
+    /// Creates a new version of a certificate, issued by a CA made for the purpose: like Key Vault, a key, a
+    /// secret (key and chain, as PKCS#12 or PEM) and a certificate of the same name and version.
+    pub fn create_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        subject: &str,
+        format: CertificateFormat,
+    ) -> anyhow::Result<CreatedCertificate> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} issuing CA"));
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let mut leaf_params = rcgen::CertificateParams::new(vec![subject.to_owned()])?;
+        leaf_params.distinguished_name.push(rcgen::DnType::CommonName, subject);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+        let key_der = leaf_key.serialize_der();
+        let mut store = p12_keystore::KeyStore::new();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf.der())
+                .as_ref()
+                .to_vec(),
+            p12_keystore::PrivateKey::from_der(&key_der)?,
+            [
+                p12_keystore::Certificate::from_der(leaf.der())?,
+                p12_keystore::Certificate::from_der(ca.der())?,
+            ],
+        );
+        store.add_entry(name, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let pfx = store.writer("").write()?;
+        let created = CreatedCertificate {
+            version: uuid::Uuid::new_v4().simple().to_string(),
+            key_pem: pem("PRIVATE KEY", &key_der),
+            leaf_pem: pem("CERTIFICATE", leaf.der()),
+            ca_pem: pem("CERTIFICATE", ca.der()),
+            pfx,
+        };
+        let (value, content_type) = match format {
+            CertificateFormat::Pkcs12 => (
+                base64::engine::general_purpose::STANDARD.encode(&created.pfx),
+                "application/x-pkcs12",
+            ),
+            CertificateFormat::Pem => (
+                format!("{}{}{}", created.key_pem, created.leaf_pem, created.ca_pem),
+                "application/x-pem-file",
+            ),
+        };
+        self.add_key_version(vault, name, ec_jwk(&leaf_key)?, true, Some(created.version.clone()))?;
+        let mut state = self.inner.state();
+        let v = state
+            .vaults
+            .get_mut(vault)
+            .ok_or_else(|| anyhow::anyhow!("no vault {vault}"))?;
+        let created_at = now();
+        v.secrets.entry(name.to_owned()).or_default().push(SecretVersion {
+            version: created.version.clone(),
+            value,
+            content_type: Some(content_type.to_owned()),
+            enabled: true,
+            created: created_at,
+            managed: true,
+            kid: Some(format!("{}/keys/{name}/{}", v.url, created.version)),
+        });
+        v.certificates
+            .entry(name.to_owned())
+            .or_default()
+            .push(CertificateVersion {
+                version: created.version.clone(),
+                cer: leaf.der().to_vec(),
+                enabled: true,
+                created: created_at,
+            });
+        Ok(created)
+    }
+
     /// Enables or disables every version of a secret.
     pub fn set_enabled(&self, vault: &str, name: &str, enabled: bool) {
         if let Some(versions) = self
@@ -518,6 +781,7 @@ impl Admin {
     }
 
     /// Requests received, by route: `token`, `VAULT get-secret`, `VAULT list-secrets`, `VAULT list-versions`,
+    /// `VAULT get-key`, `VAULT list-key-versions`, `VAULT get-certificate`, `VAULT list-certificate-versions`,
     /// `VAULT challenge`.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.inner.state().counters.clone()
@@ -874,30 +1138,208 @@ fn secret_bundle(base: &str, name: &str, s: &SecretVersion) -> Value {
 #[allow(clippy::result_large_err)]
 fn find_version(inner: &Inner, vault: &str, name: &str, version: Option<&str>) -> Result<SecretVersion, Response> {
     let state = inner.state();
-    let versions = state.vaults.get(vault).and_then(|v| v.secrets.get(name));
+    pick(
+        state.vaults.get(vault).and_then(|v| v.secrets.get(name)),
+        name,
+        version,
+        ("secret", "Secret"),
+    )
+}
+
+/// The version asked for (the latest when none), or Key Vault's 404 or disabled-object 403. `kind` is the object
+/// kind as Key Vault spells it in messages and in error codes.
+#[allow(clippy::result_large_err)]
+fn pick<T: Versioned>(
+    versions: Option<&Vec<T>>,
+    name: &str,
+    version: Option<&str>,
+    (kind, code): (&str, &str),
+) -> Result<T, Response> {
     let found = match version.filter(|v| !v.is_empty() && *v != "latest") {
-        Some(version) => versions.and_then(|all| all.iter().find(|s| s.version == version)),
+        Some(version) => versions.and_then(|all| all.iter().find(|s| s.version() == version)),
         None => versions.and_then(|all| all.last()),
     };
     let Some(found) = found else {
         return Err(vault_error(
             StatusCode::NOT_FOUND,
-            "SecretNotFound",
+            &format!("{code}NotFound"),
             format!(
-                "A secret with (name/id) {name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command."
+                "A {kind} with (name/id) {name} was not found in this key vault. If you recently deleted this {kind} you may be able to recover it using the correct recovery command."
             ),
             None,
         ));
     };
-    if !found.enabled {
+    if !found.enabled() {
         return Err(vault_error(
             StatusCode::FORBIDDEN,
             "Forbidden",
-            "Operation get is not allowed on a disabled secret.".to_owned(),
-            Some("SecretDisabled"),
+            format!("Operation get is not allowed on a disabled {kind}."),
+            Some(&format!("{code}Disabled")),
         ));
     }
     Ok(found.clone())
+}
+
+fn attributes(enabled: bool, created: u64) -> Value {
+    json!({"enabled": enabled, "created": created, "updated": created,
+           "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90})
+}
+
+fn key_bundle(base: &str, name: &str, k: &KeyVersion, with_key: bool) -> Value {
+    let kid = format!("{base}/keys/{name}/{}", k.version);
+    let mut bundle = json!({"attributes": attributes(k.enabled, k.created), "tags": {}});
+    if with_key {
+        let mut jwk = k.jwk.clone();
+        jwk["kid"] = json!(kid);
+        bundle["key"] = jwk;
+    } else {
+        bundle["kid"] = json!(kid);
+    }
+    if k.managed {
+        bundle["managed"] = json!(true);
+    }
+    bundle
+}
+
+fn certificate_bundle(base: &str, name: &str, c: &CertificateVersion, with_cer: bool) -> Value {
+    let x5t = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &c.cer);
+    let mut bundle = json!({
+        "id": format!("{base}/certificates/{name}/{}", c.version),
+        "x5t": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x5t.as_ref()),
+        "attributes": attributes(c.enabled, c.created),
+        "tags": {},
+    });
+    if with_cer {
+        bundle["kid"] = json!(format!("{base}/keys/{name}/{}", c.version));
+        bundle["sid"] = json!(format!("{base}/secrets/{name}/{}", c.version));
+        bundle["cer"] = json!(base64::engine::general_purpose::STANDARD.encode(&c.cer));
+    }
+    bundle
+}
+
+async fn get_key_latest(
+    State((inner, vault)): VaultState,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    get_key(&inner, &vault, &name, None, &headers).await
+}
+
+async fn get_key_version(
+    State((inner, vault)): VaultState,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_key(&inner, &vault, &name, Some(&version), &headers).await
+}
+
+async fn get_key(inner: &Inner, vault: &str, name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
+    let base = match authorize(inner, vault, headers, "get").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} get-key"));
+    let found = {
+        let state = inner.state();
+        pick(
+            state.vaults.get(vault).and_then(|v| v.keys.get(name)),
+            name,
+            version,
+            ("key", "Key"),
+        )
+    };
+    match found {
+        Ok(key) => axum::Json(key_bundle(&base, name, &key, true)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn list_key_versions(
+    State((inner, vault)): VaultState,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = match authorize(&inner, &vault, &headers, "list").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} list-key-versions"));
+    let state = inner.state();
+    let items: Vec<Value> = state
+        .vaults
+        .get(&vault)
+        .and_then(|v| v.keys.get(&name))
+        .map(|versions| versions.iter().map(|k| key_bundle(&base, &name, k, false)).collect())
+        .unwrap_or_default();
+    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+}
+
+async fn get_certificate_latest(
+    State((inner, vault)): VaultState,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    get_certificate(&inner, &vault, &name, None, &headers).await
+}
+
+async fn get_certificate_version(
+    State((inner, vault)): VaultState,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_certificate(&inner, &vault, &name, Some(&version), &headers).await
+}
+
+async fn get_certificate(
+    inner: &Inner,
+    vault: &str,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let base = match authorize(inner, vault, headers, "get").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} get-certificate"));
+    let found = {
+        let state = inner.state();
+        pick(
+            state.vaults.get(vault).and_then(|v| v.certificates.get(name)),
+            name,
+            version,
+            ("certificate", "Certificate"),
+        )
+    };
+    match found {
+        Ok(c) => axum::Json(certificate_bundle(&base, name, &c, true)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn list_certificate_versions(
+    State((inner, vault)): VaultState,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = match authorize(&inner, &vault, &headers, "list").await {
+        Ok(base) => base,
+        Err(response) => return response,
+    };
+    inner.count(format!("{vault} list-certificate-versions"));
+    let state = inner.state();
+    let items: Vec<Value> = state
+        .vaults
+        .get(&vault)
+        .and_then(|v| v.certificates.get(&name))
+        .map(|versions| {
+            versions
+                .iter()
+                .map(|c| certificate_bundle(&base, &name, c, false))
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json!({"value": items, "nextLink": null})).into_response()
 }
 
 async fn get_latest(State((inner, vault)): VaultState, UrlPath(name): UrlPath<String>, headers: HeaderMap) -> Response {

@@ -30,7 +30,7 @@ async fn fetcher(
     config: wi_sidecar::config::SyncConfig,
 ) -> (Fetcher, tempfile::TempDir) {
     let identity = emulator.add_workload_identity("mi-sidecar", TENANT, "default", "my-app-sa");
-    emulator.grant(VAULT, &identity.principal_id, &["get"]);
+    emulator.grant(VAULT, &identity.principal_id, &["get", "list"]);
     let dir = tempfile::tempdir().unwrap();
     let env = emulator
         .workload_env(&identity, "default", "my-app-sa", &dir.path().join("token"))
@@ -102,6 +102,89 @@ async fn secrets_become_files_with_one_token() {
     let out = tempfile::tempdir().unwrap();
     AtomicWriter::new(out.path()).write(&files).unwrap();
     assert_eq!(std::fs::read(out.path().join("bin/blob")).unwrap(), raw);
+}
+
+/// Keys, certificates and certificate-backed secrets in every format, byte for byte as the CSI driver's Azure
+/// provider writes them, compared with the material the emulator generated.
+#[tokio::test]
+async fn every_object_type_is_written_as_the_csi_provider_writes_it() {
+    use wi_testbed::emulator::{CertificateFormat, KeyKind};
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.create_vault(VAULT, TENANT).await.unwrap();
+    let rsa = emulator.create_key(VAULT, "signing-rsa", KeyKind::Rsa2048).unwrap();
+    let ec = emulator.create_key(VAULT, "signing-ec", KeyKind::EcP256).unwrap();
+    let pfx_cert = emulator
+        .create_certificate(VAULT, "web", "web.example", CertificateFormat::Pkcs12)
+        .unwrap();
+    let pem_cert = emulator
+        .create_certificate(VAULT, "api", "api.example", CertificateFormat::Pem)
+        .unwrap();
+    let config = class(
+        "- |\n  objectName: signing-rsa\n  objectType: key\n\
+         - |\n  objectName: signing-ec\n  objectType: key\n\
+         - |\n  objectName: web\n  objectType: cert\n  objectAlias: web.crt\n\
+         - |\n  objectName: web\n  objectType: secret\n  objectAlias: web.pem\n\
+         - |\n  objectName: web\n  objectType: secret\n  objectFormat: pfx\n  objectAlias: web.pfx\n\
+         - |\n  objectName: api\n  objectType: secret\n  objectAlias: api.pem",
+    );
+    let (fetcher, _token) = fetcher(&emulator, &url, config).await;
+    let files = fetcher.fetch_all().await.unwrap();
+    let text = |name: &str| String::from_utf8(files[name].data.clone()).unwrap();
+    assert_eq!(text("signing-rsa"), rsa.public_key_pem);
+    assert_eq!(text("signing-ec"), ec.public_key_pem);
+    assert_eq!(text("web.crt"), pfx_cert.leaf_pem, "cert: the leaf only");
+    assert_eq!(
+        text("web.pem"),
+        format!("{}{}{}", pfx_cert.key_pem, pfx_cert.leaf_pem, pfx_cert.ca_pem),
+        "PKCS#12 to PEM: the PKCS#8 key, then the chain leaf to root"
+    );
+    assert_eq!(files["web.pfx"].data, pfx_cert.pfx);
+    assert_eq!(
+        text("api.pem"),
+        format!("{}{}{}", pem_cert.key_pem, pem_cert.leaf_pem, pem_cert.ca_pem),
+        "a PEM certificate secret as stored"
+    );
+    let counters = emulator.counters();
+    assert_eq!(counters.get("token"), Some(&1), "{counters:?}");
+    assert_eq!(counters.get(&format!("{VAULT} get-key")), Some(&2), "{counters:?}");
+    assert_eq!(
+        counters.get(&format!("{VAULT} get-certificate")),
+        Some(&1),
+        "{counters:?}"
+    );
+    assert_eq!(counters.get(&format!("{VAULT} get-secret")), Some(&3), "{counters:?}");
+}
+
+/// `objectVersionHistory: 3`: a directory of the three newest enabled versions, `0` the newest; from a given
+/// `objectVersion` on, older ones follow it.
+#[tokio::test]
+async fn version_history_writes_a_directory_of_the_newest_enabled_versions() {
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.create_vault(VAULT, TENANT).await.unwrap();
+    let mut versions = Vec::new();
+    for i in 1..=4 {
+        versions.push(
+            emulator
+                .set_secret(VAULT, "db", &format!("password-{i}"), None)
+                .unwrap(),
+        );
+    }
+    let config = class(&format!(
+        "- |\n  objectName: db\n  objectType: secret\n  objectVersionHistory: 3\n\
+         - |\n  objectName: db\n  objectType: secret\n  objectAlias: pinned\n  objectVersion: {}\n  objectVersionHistory: 5",
+        versions[1]
+    ));
+    let (fetcher, _token) = fetcher(&emulator, &url, config).await;
+    let files = fetcher.fetch_all().await.unwrap();
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["db/0", "db/1", "db/2", "pinned/0", "pinned/1"]);
+    assert_eq!(files["db/0"].data, b"password-4");
+    assert_eq!(files["db/2"].data, b"password-2");
+    assert_eq!(files["pinned/0"].data, b"password-2");
+    assert_eq!(files["pinned/1"].data, b"password-1");
+    let out = tempfile::tempdir().unwrap();
+    AtomicWriter::new(out.path()).write(&files).unwrap();
+    assert_eq!(std::fs::read(out.path().join("db/1")).unwrap(), b"password-3");
 }
 
 #[tokio::test]
