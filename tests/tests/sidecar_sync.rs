@@ -349,3 +349,157 @@ async fn the_loop_rotates_survives_an_outage_and_honours_retry_after() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+/// 1,000 rotations through the sidecar (fetch from Key Vault, atomic write) while readers hammer the directory: an
+/// SDK snapshot reader never sees two generations at once, a plain reader of one file never sees a partial file,
+/// and the SDK's watcher (inotify) ends on the last generation without ever delivering a mixed snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_mix_or_a_partial_file_during_1000_rotations() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use wi_sidecar::run::Syncer;
+
+    const ROTATIONS: usize = 1000;
+    const NAMES: [&str; 3] = ["db-password", "api-key", "tls-bundle"];
+    // Large enough that a torn write would show: 8 KiB per value.
+    let value = |generation: usize, name: &str| format!("{name}:{generation:06}:{}:end", "x".repeat(8 * 1024));
+    let parse = |bytes: &[u8], name: &str| -> Option<usize> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let rest = text.strip_prefix(name)?.strip_prefix(':')?;
+        let (generation, body) = rest.split_once(':')?;
+        let generation: usize = generation.parse().ok()?;
+        (body == format!("{}:end", "x".repeat(8 * 1024))).then_some(generation)
+    };
+
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.create_vault(VAULT, TENANT).await.unwrap();
+    for name in NAMES {
+        emulator.set_secret(VAULT, name, &value(0, name), None).unwrap();
+    }
+    let objects: String = NAMES
+        .iter()
+        .map(|n| format!("- |\n  objectName: {n}\n  objectType: secret\n"))
+        .collect();
+    let (fetcher, _token) = fetcher(&emulator, &url, class(&objects)).await;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_owned();
+    let syncer = Syncer::new(fetcher, AtomicWriter::new(&dir));
+    syncer.sync_once().await.unwrap();
+    let watcher = wi_sdk::SecretsDir::watch(&dir).unwrap();
+    let mut updates = watcher.subscribe();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (snapshots, mixed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (file_reads, partial) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let snapshot_reader = {
+        let (stop, snapshots, mixed, dir) = (stop.clone(), snapshots.clone(), mixed.clone(), dir.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let snapshot = wi_sdk::snapshot::read(&dir).unwrap();
+                let generations: Vec<Option<usize>> = NAMES
+                    .iter()
+                    .map(|n| snapshot.get(n).and_then(|b| parse(b, n)))
+                    .collect();
+                if generations.iter().any(Option::is_none) || generations.windows(2).any(|w| w[0] != w[1]) {
+                    mixed.fetch_add(1, Ordering::Relaxed);
+                }
+                snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let file_reader = {
+        let (stop, file_reads, partial, dir) = (stop.clone(), file_reads.clone(), partial.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let path = dir.join(NAMES[2]);
+            while !stop.load(Ordering::Acquire) {
+                // Through the user-visible symlink, as an app that opens one file does.
+                let bytes = std::fs::read(&path).unwrap();
+                if parse(&bytes, NAMES[2]).is_none() {
+                    partial.fetch_add(1, Ordering::Relaxed);
+                }
+                file_reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let started = std::time::Instant::now();
+    let mut watched_mixed = 0;
+    for generation in 1..=ROTATIONS {
+        for name in NAMES {
+            emulator
+                .set_secret(VAULT, name, &value(generation, name), None)
+                .unwrap();
+        }
+        let written = syncer.sync_once().await.unwrap();
+        assert!(
+            matches!(written, wi_sidecar::atomic_writer::Written::Committed(_)),
+            "{written:?}"
+        );
+        if updates.has_changed().unwrap_or(false) {
+            let snapshot = updates.borrow_and_update().clone();
+            let generations: Vec<Option<usize>> = NAMES
+                .iter()
+                .map(|n| snapshot.get(n).and_then(|b| parse(b, n)))
+                .collect();
+            if generations.iter().any(Option::is_none) || generations.windows(2).any(|w| w[0] != w[1]) {
+                watched_mixed += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Release);
+    snapshot_reader.join().unwrap();
+    file_reader.join().unwrap();
+
+    let last = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let snapshot = watcher.current();
+            if snapshot.get(NAMES[0]).and_then(|b| parse(b, NAMES[0])) == Some(ROTATIONS) {
+                return snapshot;
+            }
+            let _ = updates.changed().await;
+        }
+    })
+    .await
+    .expect("the watcher reaches the last generation");
+    for name in NAMES {
+        assert_eq!(last.get(name).and_then(|b| parse(b, name)), Some(ROTATIONS), "{name}");
+    }
+    let (snapshots, file_reads) = (snapshots.load(Ordering::Relaxed), file_reads.load(Ordering::Relaxed));
+    println!(
+        "{ROTATIONS} rotations in {elapsed:?}: {snapshots} snapshot reads, {file_reads} single-file reads, \
+         watcher generation {}",
+        watcher.generation()
+    );
+    assert_eq!(
+        mixed.load(Ordering::Relaxed),
+        0,
+        "mixed or torn snapshots out of {snapshots}"
+    );
+    assert_eq!(partial.load(Ordering::Relaxed), 0, "partial files out of {file_reads}");
+    assert_eq!(watched_mixed, 0, "mixed snapshots delivered by the watcher");
+    assert!(
+        snapshots > 100 && file_reads > 100,
+        "the readers ran: {snapshots} {file_reads}"
+    );
+    let counters = emulator.counters();
+    assert_eq!(
+        counters.get("token"),
+        Some(&1),
+        "one token for all rotations: {counters:?}"
+    );
+    assert_eq!(
+        counters.get(&format!("{VAULT} get-secret")),
+        Some(&(3 * (ROTATIONS as u64 + 1))),
+        "one GET per object per sync"
+    );
+    // No version directory is left behind: only the current one.
+    let versions = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("..") && name != "..data"
+        })
+        .count();
+    assert_eq!(versions, 1);
+}
