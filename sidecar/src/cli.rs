@@ -137,7 +137,10 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
         }
     };
     let credential = wi_sdk::identity::from_vars_with(env, &cloud).context("workload identity")?;
-    let options = wi_sdk::identity::client_options(&cloud).context("HTTP client")?;
+    let mut options = wi_sdk::identity::client_options(&cloud).context("HTTP client")?;
+    // The loop retries a failed sync itself (backoff, Retry-After, a one-request probe after a 429, metrics):
+    // retries inside the SDK would multiply a throttled vault's requests by the number of objects.
+    options.retry = azure_core::http::RetryOptions::none();
     let fetcher = Fetcher::new(
         config,
         &url,

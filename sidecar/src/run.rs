@@ -159,6 +159,9 @@ pub struct Syncer {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     failures: AtomicU64,
+    /// The last sync was throttled (429): the next one probes with one request at a time, so that a storm costs
+    /// one request per Retry-After rather than one per object.
+    throttled: AtomicBool,
 }
 
 impl Syncer {
@@ -170,6 +173,7 @@ impl Syncer {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(false)),
             failures: AtomicU64::new(0),
+            throttled: AtomicBool::new(false),
         }
     }
 
@@ -187,7 +191,16 @@ impl Syncer {
     pub async fn sync_once(&self) -> Result<Written, RunError> {
         let started = Instant::now();
         let result = async {
-            let files = self.fetcher.fetch_all().await?;
+            let files = if self.throttled.load(Ordering::Acquire) {
+                self.fetcher.fetch_all_with(1).await
+            } else {
+                self.fetcher.fetch_all().await
+            };
+            self.throttled.store(
+                matches!(&files, Err(SyncError::Object { status: Some(429), .. })),
+                Ordering::Release,
+            );
+            let files = files?;
             let written = self.writer.write(&files)?;
             Ok::<_, RunError>((written, files.len()))
         }

@@ -153,11 +153,17 @@ impl Fetcher {
 
     /// Every object as file contents, keyed by file name; the first failure aborts the whole sync.
     pub async fn fetch_all(&self) -> Result<BTreeMap<String, FileContent>, SyncError> {
+        self.fetch_all_with(self.concurrency).await
+    }
+
+    /// [`Fetcher::fetch_all`] with another concurrency: 1 sends no request after the first failure (a probe while
+    /// Key Vault throttles).
+    pub async fn fetch_all_with(&self, concurrency: usize) -> Result<BTreeMap<String, FileContent>, SyncError> {
         // The futures are made first and streamed after: a closure inside the stream combinator would make the
         // sync future lose `Send` (a higher-ranked lifetime), and the sidecar spawns it.
         let fetches: Vec<_> = self.config.objects.iter().map(|spec| self.fetch(spec)).collect();
         let fetched: Vec<Vec<(String, FileContent)>> = futures::stream::iter(fetches)
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(concurrency.max(1))
             .try_collect()
             .await?;
         Ok(fetched.into_iter().flatten().collect())

@@ -153,3 +153,163 @@ async fn run_becomes_ready_serves_metrics_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Everything the sidecar goes through, with every log it writes captured at debug level (the SDK's HTTP logs
+/// included): first sync of a secret, a PKCS#12 certificate converted to PEM and a key; a rotation; a 429 storm;
+/// an outage; recovery; an object that does not exist (with `once`). No secret value, private key, PFX or token
+/// ever shows in the logs. The storm is paced by Retry-After, counted at the emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_a_secret_or_a_token_and_a_429_storm_is_paced_by_retry_after() {
+    use base64::Engine as _;
+    use wi_testbed::emulator::{CertificateFormat, Fault, FaultTarget, KeyKind};
+
+    let pod = pod().await;
+    let emulator = &pod.emulator;
+    let cert = emulator
+        .create_certificate(VAULT, "web", "web.example", CertificateFormat::Pkcs12)
+        .unwrap();
+    emulator.create_key(VAULT, "signing", KeyKind::Rsa2048).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "keyvaultName: {VAULT}\ntenantId: {TENANT}\nobjects: |\n  array:\n    - |\n      objectName: MyWebAppSecret\n      \
+         objectType: secret\n    - |\n      objectName: web\n      objectType: secret\n      objectAlias: web.pem\n    \
+         - |\n      objectName: signing\n      objectType: key\n"
+    );
+    let mut command = pod.command(
+        &[
+            "run",
+            "--admin-listen",
+            &format!("127.0.0.1:{port}"),
+            "--interval",
+            "300ms",
+        ],
+        &[],
+    );
+    command.env("WI_SECRETS_CONFIG", &config).env("WI_LOG_LEVEL", "debug");
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let mut stderr = stderr;
+        stderr.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    let file = pod.dir.path().join("secrets/MyWebAppSecret");
+    let wait_for = |want: &'static str| {
+        let file = file.clone();
+        async move {
+            for _ in 0..200 {
+                if std::fs::read_to_string(&file).is_ok_and(|v| v == want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("{} never became {want}", file.display());
+        }
+    };
+    wait_for("SuperSecureValue123!").await;
+    let pem = std::fs::read_to_string(pod.dir.path().join("secrets/web.pem")).unwrap();
+    assert!(pem.starts_with(&cert.key_pem), "the PFX was converted");
+
+    emulator
+        .set_secret(VAULT, "MyWebAppSecret", "Rotated-Value-456?", None)
+        .unwrap();
+    wait_for("Rotated-Value-456?").await;
+
+    // A 429 storm asking for 2 s between attempts, for 5 s: attempts at about 0, 2 and 4 s. The first sends up to
+    // one request per object (3), the next ones probe with one. Without Retry-After, a 300 ms loop would make ~16
+    // attempts of 3 requests.
+    let target = FaultTarget::Vault(VAULT.to_owned());
+    emulator.set_fault(
+        target.clone(),
+        Some(Fault {
+            status: Some(429),
+            retry_after: Some(2),
+            ..Fault::default()
+        }),
+    );
+    let faulted = || {
+        emulator
+            .counters()
+            .get(&format!("{VAULT} faulted"))
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = faulted();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let storm = faulted() - before;
+    println!("{storm} requests in a 5 s storm of 429s with Retry-After: 2");
+    // 5 by the reasoning above, one more if the 5 s window catches an attempt at each edge.
+    assert!(
+        (1..=6).contains(&storm),
+        "{storm} requests in a 5 s storm with Retry-After: 2"
+    );
+
+    // An outage, then recovery with the value set during it.
+    emulator.set_fault(
+        target.clone(),
+        Some(Fault {
+            status: Some(503),
+            ..Fault::default()
+        }),
+    );
+    emulator
+        .set_secret(VAULT, "MyWebAppSecret", "After-Outage-789#", None)
+        .unwrap();
+    // Longer than the storm's last Retry-After, so that attempts meet the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "Rotated-Value-456?");
+    emulator.set_fault(target, None);
+    wait_for("After-Outage-789#").await;
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut logs = logs.await.unwrap();
+    let once = pod
+        .command(&["once"], &["MyWebAppSecret", "absent"])
+        .env("WI_LOG_LEVEL", "debug")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(once.status.code(), Some(1));
+    logs.push_str(&String::from_utf8_lossy(&once.stderr));
+
+    // The logs say what happened...
+    for expected in [
+        "new version of the secrets written",
+        "throttled",
+        "503",
+        "secret absent: not found",
+    ] {
+        assert!(logs.contains(expected), "no {expected:?} in the logs:\n{logs}");
+    }
+    // ...and nothing secret.
+    let token = std::fs::read_to_string(pod.dir.path().join("token")).unwrap();
+    let pfx = base64::engine::general_purpose::STANDARD.encode(&cert.pfx);
+    let key_body: String = cert.key_pem.lines().nth(1).unwrap().to_owned();
+    let forbidden = [
+        ("a secret value", "SuperSecureValue123!"),
+        ("a secret value", "Rotated-Value-456?"),
+        ("a secret value", "After-Outage-789#"),
+        ("the service account token", token.trim()),
+        ("a JWT (access or service account token)", "eyJ"),
+        ("the private key", key_body.as_str()),
+        ("the PFX", &pfx[..64]),
+    ];
+    for (what, needle) in forbidden {
+        assert!(!logs.contains(needle), "{what} in the logs");
+    }
+    println!("{} log lines checked", logs.lines().count());
+}

@@ -256,6 +256,14 @@ impl Inner {
         let mut state = self.state();
         let fault = state.faults.get_mut(target)?;
         let taken = fault.clone();
+        let counter = match target {
+            FaultTarget::Token => "token faulted".to_owned(),
+            FaultTarget::Vault(vault) => format!("{vault} faulted"),
+        };
+        *state.counters.entry(counter).or_default() += 1;
+        let Some(fault) = state.faults.get_mut(target) else {
+            return Some(taken);
+        };
         if let Some(times) = fault.times.as_mut() {
             *times = times.saturating_sub(1);
             if *times == 0 {
@@ -782,7 +790,7 @@ impl Admin {
 
     /// Requests received, by route: `token`, `VAULT get-secret`, `VAULT list-secrets`, `VAULT list-versions`,
     /// `VAULT get-key`, `VAULT list-key-versions`, `VAULT get-certificate`, `VAULT list-certificate-versions`,
-    /// `VAULT challenge`.
+    /// `VAULT challenge`; and the requests a fault answered: `token faulted`, `VAULT faulted`.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.inner.state().counters.clone()
     }
