@@ -86,6 +86,9 @@ pub struct Fetcher {
     certificates: Option<CertificateClient>,
     config: SyncConfig,
     concurrency: usize,
+    /// Objects pinned to a version (`objectVersion` without history) are immutable in Key Vault: fetched once,
+    /// then served from here, by object index.
+    pinned: std::sync::Mutex<BTreeMap<usize, FileContent>>,
 }
 
 /// One version of an object in a listing.
@@ -148,6 +151,7 @@ impl Fetcher {
             certificates,
             config,
             concurrency: concurrency.max(1),
+            pinned: std::sync::Mutex::default(),
         })
     }
 
@@ -161,7 +165,13 @@ impl Fetcher {
     pub async fn fetch_all_with(&self, concurrency: usize) -> Result<BTreeMap<String, FileContent>, SyncError> {
         // The futures are made first and streamed after: a closure inside the stream combinator would make the
         // sync future lose `Send` (a higher-ranked lifetime), and the sidecar spawns it.
-        let fetches: Vec<_> = self.config.objects.iter().map(|spec| self.fetch(spec)).collect();
+        let fetches: Vec<_> = self
+            .config
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| self.fetch(i, spec))
+            .collect();
         let fetched: Vec<Vec<(String, FileContent)>> = futures::stream::iter(fetches)
             .buffer_unordered(concurrency.max(1))
             .try_collect()
@@ -169,10 +179,24 @@ impl Fetcher {
         Ok(fetched.into_iter().flatten().collect())
     }
 
-    async fn fetch(&self, spec: &ObjectSpec) -> Result<Vec<(String, FileContent)>, SyncError> {
+    async fn fetch(&self, index: usize, spec: &ObjectSpec) -> Result<Vec<(String, FileContent)>, SyncError> {
         if spec.version_history <= 1 {
-            let data = self.fetch_version(spec, spec.version.clone()).await?;
-            return Ok(vec![(spec.file_name.clone(), FileContent { data, mode: spec.mode })]);
+            let pinned = spec.version.is_some();
+            let cached = pinned
+                .then(|| self.pinned.lock().ok().and_then(|p| p.get(&index).cloned()))
+                .flatten();
+            let content = match cached {
+                Some(content) => content,
+                None => {
+                    let data = self.fetch_version(spec, spec.version.clone()).await?;
+                    let content = FileContent { data, mode: spec.mode };
+                    if pinned && let Ok(mut cache) = self.pinned.lock() {
+                        cache.insert(index, content.clone());
+                    }
+                    content
+                }
+            };
+            return Ok(vec![(spec.file_name.clone(), content)]);
         }
         let versions = self.history(spec).await?;
         let mut files = Vec::with_capacity(versions.len());

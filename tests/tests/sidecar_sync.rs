@@ -503,3 +503,28 @@ async fn readers_never_see_a_mix_or_a_partial_file_during_1000_rotations() {
         .count();
     assert_eq!(versions, 1);
 }
+
+/// A pinned version cannot change in Key Vault: it is fetched by the first sync only; the latest is checked each
+/// time.
+#[tokio::test]
+async fn a_pinned_version_is_fetched_once() {
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.create_vault(VAULT, TENANT).await.unwrap();
+    let v1 = emulator.set_secret(VAULT, "cert", "pinned-1", None).unwrap();
+    emulator.set_secret(VAULT, "cert", "newer-2", None).unwrap();
+    let config = class(&format!(
+        "- |\n  objectName: cert\n  objectType: secret\n  objectVersion: {v1}\n  objectAlias: pinned\n\
+         - |\n  objectName: cert\n  objectType: secret\n  objectAlias: latest"
+    ));
+    let (fetcher, _token) = fetcher(&emulator, &url, config).await;
+    for _ in 0..3 {
+        let files = fetcher.fetch_all().await.unwrap();
+        assert_eq!(files["pinned"].data, b"pinned-1");
+        assert_eq!(files["latest"].data, b"newer-2");
+    }
+    assert_eq!(
+        emulator.counters().get(&format!("{VAULT} get-secret")),
+        Some(&4),
+        "1 + 3"
+    );
+}
