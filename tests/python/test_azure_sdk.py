@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import WorkloadIdentityCredential
+from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -71,20 +73,41 @@ def world(emulator, tmp_path_factory):
     token = admin(emulator, "POST", "/service-account-tokens", {"namespace": "default", "name": "my-app-sa"})["token"]
     token_file = tmp_path_factory.mktemp("token") / "azure-identity-token"
     token_file.write_text(token)
-    return {"info": emulator, "identity": identity, "vault_url": vault_url, "v1": v1, "v2": v2, "token_file": str(token_file)}
+    # Keys and certificates live in the other vault, so that the secrets listing above stays as it is.
+    admin(emulator, "POST", "/vaults/kv-other/access", {"principal_id": identity["principal_id"], "permissions": ["get", "list"]})
+    keys = {kty: admin(emulator, "POST", f"/vaults/kv-other/keys/signing-{kty.lower()}", {"kty": kty}) for kty in ("RSA", "EC")}
+    cert = admin(emulator, "POST", "/vaults/kv-other/certificates/web", {"subject": "web.example"})
+    return {
+        "info": emulator,
+        "identity": identity,
+        "vault_url": vault_url,
+        "other_url": other["url"],
+        "v1": v1,
+        "v2": v2,
+        "token_file": str(token_file),
+        "keys": keys,
+        "cert": cert,
+    }
 
 
-def client(world, client_id=None, **kwargs):
+def credential(world, client_id=None):
     info = world["info"]
-    credential = WorkloadIdentityCredential(
+    return WorkloadIdentityCredential(
         tenant_id=TENANT,
         client_id=client_id or world["identity"]["client_id"],
         token_file_path=world["token_file"],
         authority=info["authority_host"],
         connection_verify=info["ca_file"],
     )
-    return SecretClient(
-        world["vault_url"], credential, verify_challenge_resource=False, connection_verify=info["ca_file"], **kwargs
+
+
+def client(world, client_id=None, kind=SecretClient, url=None, **kwargs):
+    return kind(
+        url or world["vault_url"],
+        credential(world, client_id),
+        verify_challenge_resource=False,
+        connection_verify=world["info"]["ca_file"],
+        **kwargs,
     )
 
 
@@ -146,3 +169,53 @@ def test_429_then_success_honours_retry_after(world):
     assert time.monotonic() - started >= 1.0
     after = admin(info, "GET", "/counters").get(f"{VAULT} get-secret", 0)
     assert after - before == 1, "the throttled request is not counted as served; the retry is"
+
+
+def test_keys_give_the_public_key_of_rsa_and_ec(world):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    keys = client(world, kind=KeyClient, url=world["other_url"])
+    for kty, expected in world["keys"].items():
+        key = keys.get_key(f"signing-{kty.lower()}")
+        assert key.properties.version == expected["version"]
+        assert key.key_type == kty
+        jwk = key.key
+        if kty == "RSA":
+            public = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")).public_key()
+        else:
+            assert jwk.crv == "P-256"
+            numbers = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), ec.SECP256R1()
+            )
+            public = numbers.public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert pem.decode() == expected["public_key_pem"]
+    versions = [p.version for p in keys.list_properties_of_key_versions("signing-rsa")]
+    assert versions == [world["keys"]["RSA"]["version"]]
+
+
+def test_certificates_and_their_pkcs12_secret(world):
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    expected = world["cert"]
+    certificates = client(world, kind=CertificateClient, url=world["other_url"])
+    cert = certificates.get_certificate("web")
+    assert cert.properties.version == expected["version"]
+    assert cert.cer == ssl.PEM_cert_to_DER_cert(expected["leaf_pem"])
+    assert cert.key_id.endswith(f"/keys/web/{expected['version']}")
+    assert cert.secret_id.endswith(f"/secrets/web/{expected['version']}")
+    assert [p.version for p in certificates.list_properties_of_certificate_versions("web")] == [expected["version"]]
+    # The secret of the same name and version is the PFX, readable with the empty password.
+    secret = client(world, url=world["other_url"]).get_secret("web")
+    assert secret.properties.content_type == "application/x-pkcs12"
+    assert secret.properties.version == expected["version"]
+    key, leaf, chain = pkcs12.load_key_and_certificates(base64.b64decode(secret.value), None)
+    assert leaf == x509.load_pem_x509_certificate(expected["leaf_pem"].encode())
+    assert chain == [x509.load_pem_x509_certificate(expected["ca_pem"].encode())]
+    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    assert pkcs8.decode() == expected["key_pem"]

@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::emulator::{Admin, Fault, FaultTarget, FederatedCredential, Identity, TOKEN_EXCHANGE_AUDIENCE};
+use crate::emulator::{
+    Admin, CertificateFormat, Fault, FaultTarget, FederatedCredential, Identity, KeyKind, TOKEN_EXCHANGE_AUDIENCE,
+};
 
 pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
@@ -23,6 +25,8 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route("/vaults/{vault}/access", post(grant))
         .route("/vaults/{vault}/secrets/{name}", put(set_secret))
         .route("/vaults/{vault}/secrets/{name}/enabled", put(set_enabled))
+        .route("/vaults/{vault}/keys/{name}", post(create_key))
+        .route("/vaults/{vault}/certificates/{name}", post(create_certificate))
         .route("/faults", put(set_fault))
         .route("/counters", get(counters))
         .with_state(admin)
@@ -169,6 +173,56 @@ async fn set_secret(
     };
     match result {
         Ok(version) => Json(json!({"version": version})).into_response(),
+        Err(error) => bad_request(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    /// `RSA` (2048 bits, the default) or `EC` (P-256).
+    kty: Option<String>,
+}
+
+async fn create_key(
+    State(admin): State<Admin>,
+    Path((vault, name)): Path<(String, String)>,
+    Json(body): Json<NewKey>,
+) -> Response {
+    let kind = match body.kty.as_deref().unwrap_or("RSA") {
+        "RSA" => KeyKind::Rsa2048,
+        "EC" => KeyKind::EcP256,
+        other => return bad_request(format!("kty {other:?}: expected RSA or EC")),
+    };
+    match admin.create_key(&vault, &name, kind) {
+        Ok(key) => Json(json!({"version": key.version, "public_key_pem": key.public_key_pem})).into_response(),
+        Err(error) => bad_request(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewCertificate {
+    subject: String,
+    /// `application/x-pkcs12` (the default) or `application/x-pem-file`.
+    content_type: Option<String>,
+}
+
+async fn create_certificate(
+    State(admin): State<Admin>,
+    Path((vault, name)): Path<(String, String)>,
+    Json(body): Json<NewCertificate>,
+) -> Response {
+    let format = match body.content_type.as_deref().unwrap_or("application/x-pkcs12") {
+        "application/x-pkcs12" => CertificateFormat::Pkcs12,
+        "application/x-pem-file" => CertificateFormat::Pem,
+        other => {
+            return bad_request(format!(
+                "content_type {other:?}: expected application/x-pkcs12 or application/x-pem-file"
+            ));
+        }
+    };
+    match admin.create_certificate(&vault, &name, &body.subject, format) {
+        Ok(c) => Json(json!({"version": c.version, "leaf_pem": c.leaf_pem, "ca_pem": c.ca_pem, "key_pem": c.key_pem}))
+            .into_response(),
         Err(error) => bad_request(error),
     }
 }
