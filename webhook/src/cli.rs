@@ -560,3 +560,43 @@ fn one_line(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("10m", true)]
+    #[case("0.5", true)]
+    #[case("64Mi", true)]
+    #[case("1G", true)]
+    #[case("Mi", false)]
+    #[case("64MB", false)]
+    #[case("1.", false)]
+    #[case("-1", false)]
+    fn quantities(#[case] text: &str, #[case] valid: bool) {
+        assert_eq!(parse_quantity(text).is_ok(), valid, "{text}");
+    }
+
+    #[rstest]
+    #[case("WI_VAULT_URL_TEMPLATE=https://{name}.vault.example", Ok(()))]
+    #[case("NOEQUALS", Err("NAME=VALUE"))]
+    #[case("1BAD=x", Err("not an env var name"))]
+    #[case("AZURE_CLIENT_ID=x", Err("set by the webhook"))]
+    #[case("WI_SECRETS_CONFIG=x", Err("set by the webhook"))]
+    fn sidecar_env_pairs(#[case] text: &str, #[case] expected: Result<(), &str>) {
+        match (parse_env_pair(text), expected) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(part)) => assert!(e.contains(part), "{e}"),
+            (got, want) => panic!("{text}: {got:?}, expected {want:?}"),
+        }
+    }
+
+    #[test]
+    fn intervals_are_durations_of_a_second_or_more() {
+        assert_eq!(parse_interval(" 90s ").unwrap(), "90s");
+        assert!(parse_interval("500ms").unwrap_err().contains("1s"));
+        assert!(parse_interval("soon").is_err());
+    }
+}
