@@ -1,13 +1,14 @@
 //! `wi-sidecar`: fetches Key Vault objects with the pod's workload identity and writes them the way kubelet
 //! writes a Secret volume.
 //!
-//! What exists today: the writer, [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory
-//! through a `..data` symlink swap, hardened against interrupted writes); [`config`], the SecretProviderClass
-//! parameters validated with errors that name the field; [`sync::Fetcher`], one all-or-nothing fetch of the
-//! configured secrets (objectType secret only so far); [`run::Syncer`], the rotation loop (interval with jitter,
-//! exponential backoff, `Retry-After`, metrics, the last good files kept); and the `wi-sidecar` binary ([`cli`]:
-//! `once` and `run` with /healthz, /readyz and /metrics). Not yet: key and cert objects, PKCS#12-to-PEM, and the
-//! webhook's `workload-identity.rs/secrets-delivery: sidecar`, which it denies until then.
+//! Parts: [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory through a `..data` symlink swap,
+//! hardened against interrupted writes); [`config`], the SecretProviderClass parameters validated with errors that
+//! name the field (all the webhook needs, without default features); and with the `runtime` feature (default):
+//! [`render`], the file contents of secrets, keys and certificates as the CSI driver's Azure provider writes them;
+//! [`sync::Fetcher`], one all-or-nothing fetch of every object with one token; [`run::Syncer`], the rotation loop
+//! (interval with jitter, exponential backoff, `Retry-After`, metrics, the last good files kept); and the
+//! `wi-sidecar` binary ([`cli`]: `once` and `run` with /healthz, /readyz and /metrics), which the webhook injects
+//! for `workload-identity.rs/secrets-delivery: sidecar`.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
