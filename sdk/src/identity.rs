@@ -115,7 +115,11 @@ pub fn from_vars_with(
         tenant_id: Some(tenant_id),
         token_file_path: Some(path),
         credential_options: ClientAssertionCredentialOptions {
-            client_options: client_options(cloud)?,
+            // AZURE_AUTHORITY_HOST is read through `var` like the others, not from the process env behind its back.
+            client_options: client_options(&CloudOptions {
+                authority_host: cloud.authority_host.clone().or_else(|| get("AZURE_AUTHORITY_HOST")),
+                extra_ca_file: cloud.extra_ca_file.clone(),
+            })?,
         },
     };
     Ok(WorkloadIdentityCredential::new(Some(options))?)

@@ -56,3 +56,34 @@ async fn the_sdk_identity_helper_gets_a_token_from_a_custom_cloud() {
     );
     assert_eq!(emulator.counters().get("token"), Some(&1), "no request got through TLS");
 }
+
+/// `AZURE_AUTHORITY_HOST` is read through the given lookup like the other variables: a process can build the
+/// credential of a pod whose env it holds (as `wi-demo` does) without touching its own environment.
+#[tokio::test]
+async fn the_authority_host_comes_from_the_given_variables() {
+    let emulator = Emulator::start().await.unwrap();
+    let tenant = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
+    let identity = emulator.add_workload_identity("mi-aks-workload", tenant, "default", "my-app-sa");
+    let dir = tempfile::tempdir().unwrap();
+    let env: HashMap<&str, String> = emulator
+        .workload_env(&identity, "default", "my-app-sa", &dir.path().join("token"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(env["AZURE_AUTHORITY_HOST"].starts_with("https://127.0.0.1:"));
+    assert!(std::env::var_os("AZURE_AUTHORITY_HOST").is_none());
+    let cloud = CloudOptions {
+        authority_host: None,
+        extra_ca_file: Some(emulator.ca_file().to_owned()),
+    };
+    let credential = from_vars_with(|name| env.get(name).cloned(), &cloud).unwrap();
+    let token = tokio::time::timeout(
+        Duration::from_secs(20),
+        credential.get_token(&["https://vault.azure.net/.default"], None),
+    )
+    .await
+    .expect("no answer: the public cloud was asked instead of the emulator")
+    .unwrap();
+    assert_eq!(token.token.secret().split('.').count(), 3);
+    assert_eq!(emulator.counters().get("token"), Some(&1));
+}

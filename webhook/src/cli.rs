@@ -455,7 +455,7 @@ fn check_references<'a>(
 }
 
 /// The pod a manifest describes: a Pod as it is, or the pod a workload controller would create from its template.
-fn pod_of(manifest: Value) -> Result<Value, String> {
+pub fn pod_of(manifest: Value) -> Result<Value, String> {
     let kind = manifest
         .get("kind")
         .and_then(Value::as_str)
