@@ -211,45 +211,51 @@ impl Fetcher {
     /// one is given.
     async fn history(&self, spec: &ObjectSpec) -> Result<Vec<String>, SyncError> {
         let api = |e: azure_core::Error| api_error(spec, &e);
-        let last_segment = |id: Option<String>| id.and_then(|id| id.rsplit('/').next().map(str::to_owned));
-        let mut items: Vec<VersionItem> = match spec.object_type {
-            ObjectType::Secret => self
-                .secrets
-                .list_secret_properties_versions(&spec.name, None)
-                .map_err(api)?
-                .map_ok(|p| VersionItem {
-                    version: last_segment(p.id).unwrap_or_default(),
-                    created: p.attributes.as_ref().and_then(|a| a.created),
-                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
-                })
-                .try_collect()
-                .await
-                .map_err(api)?,
-            ObjectType::Key => self
-                .key_client(spec)?
-                .list_key_properties_versions(&spec.name, None)
-                .map_err(api)?
-                .map_ok(|p| VersionItem {
-                    version: last_segment(p.kid).unwrap_or_default(),
-                    created: p.attributes.as_ref().and_then(|a| a.created),
-                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
-                })
-                .try_collect()
-                .await
-                .map_err(api)?,
-            ObjectType::Cert => self
-                .certificate_client(spec)?
-                .list_certificate_properties_versions(&spec.name, None)
-                .map_err(api)?
-                .map_ok(|p| VersionItem {
-                    version: last_segment(p.id).unwrap_or_default(),
-                    created: p.attributes.as_ref().and_then(|a| a.created),
-                    enabled: p.attributes.and_then(|a| a.enabled).unwrap_or(true),
-                })
-                .try_collect()
-                .await
-                .map_err(api)?,
+        let item = |id: Option<String>, created: Option<OffsetDateTime>, enabled: Option<bool>| VersionItem {
+            version: id
+                .and_then(|id| id.rsplit('/').next().map(str::to_owned))
+                .unwrap_or_default(),
+            created,
+            enabled: enabled.unwrap_or(true),
         };
+        let name = spec.name.as_str();
+        let mut items: Vec<VersionItem> = match spec.object_type {
+            ObjectType::Secret => {
+                let pager = self.secrets.list_secret_properties_versions(name, None).map_err(api)?;
+                pager
+                    .map_ok(|p| {
+                        let a = p.attributes.unwrap_or_default();
+                        item(p.id, a.created, a.enabled)
+                    })
+                    .try_collect()
+                    .await
+            }
+            ObjectType::Key => {
+                let pager = self
+                    .key_client(spec)?
+                    .list_key_properties_versions(name, None)
+                    .map_err(api)?;
+                pager
+                    .map_ok(|p| {
+                        let a = p.attributes.unwrap_or_default();
+                        item(p.kid, a.created, a.enabled)
+                    })
+                    .try_collect()
+                    .await
+            }
+            ObjectType::Cert => {
+                let client = self.certificate_client(spec)?;
+                let pager = client.list_certificate_properties_versions(name, None).map_err(api)?;
+                pager
+                    .map_ok(|p| {
+                        let a = p.attributes.unwrap_or_default();
+                        item(p.id, a.created, a.enabled)
+                    })
+                    .try_collect()
+                    .await
+            }
+        }
+        .map_err(api)?;
         items.retain(|i| i.enabled && !i.version.is_empty());
         // Newest first. Creation times have one-second resolution: within one second, a version listed later
         // counts as newer (listings come in creation order).

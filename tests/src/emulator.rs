@@ -551,14 +551,20 @@ impl Admin {
             .route("/secrets/{name}/", get(get_latest))
             .route("/secrets/{name}/versions", get(list_versions))
             .route("/secrets/{name}/{version}", get(get_version))
-            .route("/keys/{name}", get(get_key_latest))
-            .route("/keys/{name}/", get(get_key_latest))
-            .route("/keys/{name}/versions", get(list_key_versions))
-            .route("/keys/{name}/{version}", get(get_key_version))
-            .route("/certificates/{name}", get(get_certificate_latest))
-            .route("/certificates/{name}/", get(get_certificate_latest))
-            .route("/certificates/{name}/versions", get(list_certificate_versions))
-            .route("/certificates/{name}/{version}", get(get_certificate_version))
+            .route("/keys/{name}", get(get_object_latest::<KeyVersion>))
+            .route("/keys/{name}/", get(get_object_latest::<KeyVersion>))
+            .route("/keys/{name}/versions", get(list_object_versions::<KeyVersion>))
+            .route("/keys/{name}/{version}", get(get_object_version::<KeyVersion>))
+            .route("/certificates/{name}", get(get_object_latest::<CertificateVersion>))
+            .route("/certificates/{name}/", get(get_object_latest::<CertificateVersion>))
+            .route(
+                "/certificates/{name}/versions",
+                get(list_object_versions::<CertificateVersion>),
+            )
+            .route(
+                "/certificates/{name}/{version}",
+                get(get_object_version::<CertificateVersion>),
+            )
             .with_state((self.inner.clone(), name.to_owned()));
         let task = serve(listener, self.inner.acceptor.clone(), router);
         if let Ok(mut tasks) = self.inner.vault_tasks.lock() {
@@ -1225,80 +1231,56 @@ fn certificate_bundle(base: &str, name: &str, c: &CertificateVersion, with_cer: 
     bundle
 }
 
-async fn get_key_latest(
-    State((inner, vault)): VaultState,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    get_key(&inner, &vault, &name, None, &headers).await
+/// Keys and certificates, served by the same two generic routes.
+trait ObjectKind: Versioned + Send + 'static {
+    /// As Key Vault spells the kind in messages, and in error codes.
+    const KIND: (&'static str, &'static str);
+    /// The counter name suffix: `get-{COUNTER}`, `list-{COUNTER}-versions`.
+    const COUNTER: &'static str;
+    fn versions<'a>(vault: &'a Vault, name: &str) -> Option<&'a Vec<Self>>;
+    /// The bundle of one version: in full for a GET, the list item otherwise.
+    fn bundle(&self, base: &str, name: &str, full: bool) -> Value;
 }
 
-async fn get_key_version(
-    State((inner, vault)): VaultState,
-    UrlPath((name, version)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    get_key(&inner, &vault, &name, Some(&version), &headers).await
-}
-
-async fn get_key(inner: &Inner, vault: &str, name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
-    let base = match authorize(inner, vault, headers, "get").await {
-        Ok(base) => base,
-        Err(response) => return response,
-    };
-    inner.count(format!("{vault} get-key"));
-    let found = {
-        let state = inner.state();
-        pick(
-            state.vaults.get(vault).and_then(|v| v.keys.get(name)),
-            name,
-            version,
-            ("key", "Key"),
-        )
-    };
-    match found {
-        Ok(key) => axum::Json(key_bundle(&base, name, &key, true)).into_response(),
-        Err(response) => response,
+impl ObjectKind for KeyVersion {
+    const KIND: (&'static str, &'static str) = ("key", "Key");
+    const COUNTER: &'static str = "key";
+    fn versions<'a>(vault: &'a Vault, name: &str) -> Option<&'a Vec<Self>> {
+        vault.keys.get(name)
+    }
+    fn bundle(&self, base: &str, name: &str, full: bool) -> Value {
+        key_bundle(base, name, self, full)
     }
 }
 
-async fn list_key_versions(
+impl ObjectKind for CertificateVersion {
+    const KIND: (&'static str, &'static str) = ("certificate", "Certificate");
+    const COUNTER: &'static str = "certificate";
+    fn versions<'a>(vault: &'a Vault, name: &str) -> Option<&'a Vec<Self>> {
+        vault.certificates.get(name)
+    }
+    fn bundle(&self, base: &str, name: &str, full: bool) -> Value {
+        certificate_bundle(base, name, self, full)
+    }
+}
+
+async fn get_object_latest<T: ObjectKind>(
     State((inner, vault)): VaultState,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let base = match authorize(&inner, &vault, &headers, "list").await {
-        Ok(base) => base,
-        Err(response) => return response,
-    };
-    inner.count(format!("{vault} list-key-versions"));
-    let state = inner.state();
-    let items: Vec<Value> = state
-        .vaults
-        .get(&vault)
-        .and_then(|v| v.keys.get(&name))
-        .map(|versions| versions.iter().map(|k| key_bundle(&base, &name, k, false)).collect())
-        .unwrap_or_default();
-    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+    get_object::<T>(&inner, &vault, &name, None, &headers).await
 }
 
-async fn get_certificate_latest(
-    State((inner, vault)): VaultState,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    get_certificate(&inner, &vault, &name, None, &headers).await
-}
-
-async fn get_certificate_version(
+async fn get_object_version<T: ObjectKind>(
     State((inner, vault)): VaultState,
     UrlPath((name, version)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    get_certificate(&inner, &vault, &name, Some(&version), &headers).await
+    get_object::<T>(&inner, &vault, &name, Some(&version), &headers).await
 }
 
-async fn get_certificate(
+async fn get_object<T: ObjectKind>(
     inner: &Inner,
     vault: &str,
     name: &str,
@@ -1309,23 +1291,23 @@ async fn get_certificate(
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} get-certificate"));
+    inner.count(format!("{vault} get-{}", T::COUNTER));
     let found = {
         let state = inner.state();
         pick(
-            state.vaults.get(vault).and_then(|v| v.certificates.get(name)),
+            state.vaults.get(vault).and_then(|v| T::versions(v, name)),
             name,
             version,
-            ("certificate", "Certificate"),
+            T::KIND,
         )
     };
     match found {
-        Ok(c) => axum::Json(certificate_bundle(&base, name, &c, true)).into_response(),
+        Ok(object) => axum::Json(object.bundle(&base, name, true)).into_response(),
         Err(response) => response,
     }
 }
 
-async fn list_certificate_versions(
+async fn list_object_versions<T: ObjectKind>(
     State((inner, vault)): VaultState,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
@@ -1334,18 +1316,13 @@ async fn list_certificate_versions(
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} list-certificate-versions"));
+    inner.count(format!("{vault} list-{}-versions", T::COUNTER));
     let state = inner.state();
     let items: Vec<Value> = state
         .vaults
         .get(&vault)
-        .and_then(|v| v.certificates.get(&name))
-        .map(|versions| {
-            versions
-                .iter()
-                .map(|c| certificate_bundle(&base, &name, c, false))
-                .collect()
-        })
+        .and_then(|v| T::versions(v, &name))
+        .map(|versions| versions.iter().map(|o| o.bundle(&base, &name, false)).collect())
         .unwrap_or_default();
     axum::Json(json!({"value": items, "nextLink": null})).into_response()
 }
