@@ -41,9 +41,45 @@ fn sidecar_binary() -> anyhow::Result<PathBuf> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "wi-sidecar", "--bin", "wi-sidecar"]);
+    // With wi-testbed selected too, features resolve as for this binary's build, whose compiled crates are reused.
+    command.args([
+        "build",
+        "--quiet",
+        "-p",
+        "wi-testbed",
+        "-p",
+        "wi-sidecar",
+        "--bin",
+        "wi-sidecar",
+    ]);
     if dir.file_name().is_some_and(|n| n == "release") {
         command.arg("--release");
+    }
+    // Under `cargo run`, the variables cargo sets for this binary would look like changed build inputs to some build
+    // scripts and rebuild half the tree twice; the nested build gets the caller's environment back.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo {
+            command.env_remove(name.as_ref());
+        }
+    }
+    if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+        let kept: Vec<PathBuf> = std::env::split_paths(&paths)
+            .filter(|p| !p.starts_with(dir.parent().unwrap_or(dir)) && !p.to_string_lossy().contains("/toolchains/"))
+            .collect();
+        match std::env::join_paths(kept) {
+            Ok(joined) if !joined.is_empty() => command.env("LD_LIBRARY_PATH", joined),
+            _ => command.env_remove("LD_LIBRARY_PATH"),
+        };
     }
     eprintln!("building wi-sidecar ({})", binary.display());
     let status = command.status()?;
