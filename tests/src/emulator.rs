@@ -1049,10 +1049,16 @@ fn resource_for(headers: &HeaderMap) -> &'static str {
     }
 }
 
-/// The bearer challenge, authentication and authorization shared by every data-plane route. Returns the vault's
-/// base URL as the client called it, or the response to send.
+/// The bearer challenge, authentication and authorization shared by every data-plane route; an authorized request
+/// is counted under `VAULT route`. Returns the vault's base URL as the client called it, or the response to send.
 #[allow(clippy::result_large_err)]
-async fn authorize(inner: &Inner, vault: &str, headers: &HeaderMap, permission: &str) -> Result<String, Response> {
+async fn authorize(
+    inner: &Inner,
+    vault: &str,
+    headers: &HeaderMap,
+    permission: &str,
+    route: &str,
+) -> Result<String, Response> {
     if let Some(response) = apply_fault(inner.fault(&FaultTarget::Vault(vault.to_owned()))).await {
         return Err(response);
     }
@@ -1127,6 +1133,7 @@ async fn authorize(inner: &Inner, vault: &str, headers: &HeaderMap, permission: 
             Some("AccessDenied"),
         ));
     }
+    inner.count(format!("{vault} {route}"));
     Ok(base_url)
 }
 
@@ -1134,8 +1141,7 @@ fn secret_bundle(base: &str, name: &str, s: &SecretVersion) -> Value {
     let mut bundle = json!({
         "value": s.value,
         "id": format!("{base}/secrets/{name}/{}", s.version),
-        "attributes": {"enabled": s.enabled, "created": s.created, "updated": s.created,
-                       "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
+        "attributes": attributes(s.enabled, s.created),
         "tags": {},
     });
     if let Some(ct) = &s.content_type {
@@ -1192,6 +1198,11 @@ fn pick<T: Versioned>(
         ));
     }
     Ok(found.clone())
+}
+
+/// A listing as Key Vault pages it, here always in one page.
+fn page(items: Vec<Value>) -> Response {
+    axum::Json(json!({"value": items, "nextLink": null})).into_response()
 }
 
 fn attributes(enabled: bool, created: u64) -> Value {
@@ -1287,11 +1298,10 @@ async fn get_object<T: ObjectKind>(
     version: Option<&str>,
     headers: &HeaderMap,
 ) -> Response {
-    let base = match authorize(inner, vault, headers, "get").await {
+    let base = match authorize(inner, vault, headers, "get", &format!("get-{}", T::COUNTER)).await {
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} get-{}", T::COUNTER));
     let found = {
         let state = inner.state();
         pick(
@@ -1312,11 +1322,11 @@ async fn list_object_versions<T: ObjectKind>(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let base = match authorize(&inner, &vault, &headers, "list").await {
+    let route = format!("list-{}-versions", T::COUNTER);
+    let base = match authorize(&inner, &vault, &headers, "list", &route).await {
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} list-{}-versions", T::COUNTER));
     let state = inner.state();
     let items: Vec<Value> = state
         .vaults
@@ -1324,7 +1334,7 @@ async fn list_object_versions<T: ObjectKind>(
         .and_then(|v| T::versions(v, &name))
         .map(|versions| versions.iter().map(|o| o.bundle(&base, &name, false)).collect())
         .unwrap_or_default();
-    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+    page(items)
 }
 
 async fn get_latest(State((inner, vault)): VaultState, UrlPath(name): UrlPath<String>, headers: HeaderMap) -> Response {
@@ -1340,11 +1350,10 @@ async fn get_version(
 }
 
 async fn get_secret(inner: &Inner, vault: &str, name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
-    let base = match authorize(inner, vault, headers, "get").await {
+    let base = match authorize(inner, vault, headers, "get", "get-secret").await {
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} get-secret"));
     match find_version(inner, vault, name, version) {
         Ok(secret) => axum::Json(secret_bundle(&base, name, &secret)).into_response(),
         Err(response) => response,
@@ -1361,11 +1370,10 @@ fn item(base: &str, id: String, s: &SecretVersion) -> Value {
 }
 
 async fn list_secrets(State((inner, vault)): VaultState, headers: HeaderMap) -> Response {
-    let base = match authorize(&inner, &vault, &headers, "list").await {
+    let base = match authorize(&inner, &vault, &headers, "list", "list-secrets").await {
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} list-secrets"));
     let state = inner.state();
     let items: Vec<Value> = state
         .vaults
@@ -1381,7 +1389,7 @@ async fn list_secrets(State((inner, vault)): VaultState, headers: HeaderMap) -> 
                 .collect()
         })
         .unwrap_or_default();
-    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+    page(items)
 }
 
 async fn list_versions(
@@ -1389,11 +1397,10 @@ async fn list_versions(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let base = match authorize(&inner, &vault, &headers, "list").await {
+    let base = match authorize(&inner, &vault, &headers, "list", "list-versions").await {
         Ok(base) => base,
         Err(response) => return response,
     };
-    inner.count(format!("{vault} list-versions"));
     let state = inner.state();
     let items: Vec<Value> = state
         .vaults
@@ -1406,5 +1413,5 @@ async fn list_versions(
                 .collect()
         })
         .unwrap_or_default();
-    axum::Json(json!({"value": items, "nextLink": null})).into_response()
+    page(items)
 }
