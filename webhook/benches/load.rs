@@ -13,129 +13,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
+#[path = "../tests/common/fake_api.rs"]
+mod fake_api;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
+use fake_api::{admission_fixture, fake_api, kubeconfig};
 use http_body_util::{BodyExt, Full};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CONCURRENCY: usize = 16;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-
-fn fixture(path: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/admission")
-        .join(path);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// A kube-apiserver that lists metadata and keeps watches open: what the webhook's reflectors need.
-struct FakeApi {
-    service_accounts: Bytes,
-    namespaces: Bytes,
-}
-
-fn meta(namespace: Option<&str>, name: &str, annotations: Value, labels: Value) -> Value {
-    let mut metadata = json!({"name": name, "resourceVersion": "5", "uid": uuid::Uuid::new_v4().to_string(),
-                              "annotations": annotations, "labels": labels});
-    if let Some(ns) = namespace {
-        metadata["namespace"] = json!(ns);
-    }
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
-}
-
-impl FakeApi {
-    fn new(accounts: usize) -> Self {
-        let real = fixture("serviceaccounts/workload-sa.json");
-        let mut items = vec![meta(
-            real["metadata"]["namespace"].as_str(),
-            real["metadata"]["name"].as_str().unwrap(),
-            real["metadata"]["annotations"].clone(),
-            json!({}),
-        )];
-        for i in 1..accounts {
-            let annotations = json!({
-                "azure.workload.identity/client-id": uuid::Uuid::new_v4().to_string(),
-                "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"ServiceAccount\"}",
-            });
-            items.push(meta(
-                Some(&format!("team-{:03}", i % 100)),
-                &format!("app-{i:05}"),
-                annotations,
-                json!({}),
-            ));
-        }
-        let mut namespaces: Vec<Value> = (0..100)
-            .map(|i| {
-                meta(
-                    None,
-                    &format!("team-{i:03}"),
-                    json!({}),
-                    json!({"team": format!("{i}")}),
-                )
-            })
-            .collect();
-        namespaces.push(meta(None, "wi-fixtures", json!({}), json!({})));
-        let list = |items: Vec<Value>| {
-            Bytes::from(
-                serde_json::to_vec(
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                                           "metadata": {"resourceVersion": "10"}, "items": items}),
-                )
-                .unwrap(),
-            )
-        };
-        FakeApi {
-            service_accounts: list(items),
-            namespaces: list(namespaces),
-        }
-    }
-}
-
-async fn list_or_watch(State((api, which)): State<(Arc<FakeApi>, &'static str)>, uri: axum::http::Uri) -> Response {
-    if uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true")) {
-        // An open watch with nothing to say.
-        let stream = futures::stream::pending::<Result<Bytes, Infallible>>();
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from_stream(stream))
-            .unwrap();
-    }
-    let body = if which == "serviceaccounts" {
-        api.service_accounts.clone()
-    } else {
-        api.namespaces.clone()
-    };
-    ([("content-type", "application/json")], body).into_response()
-}
-
-async fn fake_api(accounts: usize) -> SocketAddr {
-    let api = Arc::new(FakeApi::new(accounts));
-    let router = Router::new()
-        .route("/api/v1/serviceaccounts", get(list_or_watch).with_state((api.clone(), "serviceaccounts")))
-        .route("/api/v1/namespaces", get(list_or_watch).with_state((api, "namespaces")))
-        .fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"})),
-            )
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
 
 struct Server {
     child: tokio::process::Child,
@@ -179,12 +72,7 @@ async fn start_server(accounts: usize) -> Server {
         .unwrap();
     std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
-         users:\n- name: bench\n  user:\n    token: bench\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
-         user: bench\n    namespace: default\ncurrent-context: fake\n"
-    );
-    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
     let (listen, admin) = (free_port(), free_port());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
         .args(["serve", "--tenant-id", TENANT, "--log-level", "warn"])
@@ -326,7 +214,7 @@ async fn drive(server: &Server, body: Bytes) -> Run {
 }
 
 fn review(opt_in: &str) -> Bytes {
-    let mut review = fixture("04-deployment-pod.json");
+    let mut review = admission_fixture("04-deployment-pod.json");
     review["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = json!(opt_in);
     Bytes::from(serde_json::to_vec(&review).unwrap())
 }

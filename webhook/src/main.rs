@@ -7,11 +7,13 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the process: the server and the Kubernetes client both use it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // The handles, never their locks: `serve` logs to standard error from tokio worker threads, and a lock held
+    // here for the whole process would block the first of those lines forever (and with it the server).
     let result = run(
         cli,
-        &mut std::io::stdin().lock(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
+        &mut std::io::stdin(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
     );
     match result {
         Ok(()) => ExitCode::SUCCESS,

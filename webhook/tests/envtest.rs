@@ -1,5 +1,6 @@
 //! Against a real kube-apiserver and etcd, envtest style: runs when `KUBEBUILDER_ASSETS` names a folder with
-//! `kube-apiserver` and `etcd` (as `setup-envtest` lays it out), and says why it skips otherwise.
+//! `kube-apiserver` and `etcd` (as `setup-envtest` lays it out) or `CI=true`; reported as ignored, with the reason,
+//! otherwise (see `common/envtest.rs`).
 //!
 //! Starts both, serves the webhook in-process with the real Kubernetes lookups, registers a
 //! MutatingWebhookConfiguration with `clientConfig.url` and a caBundle, and checks what the API server stored:
@@ -10,13 +11,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::envtest::{ControlPlane, Options};
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -26,116 +26,6 @@ use wi_webhook::lookup::KubeLookup;
 use wi_webhook::server::Webhook;
 
 const CLIENT_ID: &str = "dc93f674-70ec-43e3-be7b-bf11ac753aa3";
-
-fn assets() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("KUBEBUILDER_ASSETS").ok_or("KUBEBUILDER_ASSETS is not set")?;
-    let dir = PathBuf::from(dir);
-    for binary in ["kube-apiserver", "etcd"] {
-        if !dir.join(binary).is_file() {
-            return Err(format!("KUBEBUILDER_ASSETS={} has no {binary}", dir.display()));
-        }
-    }
-    Ok(dir)
-}
-
-/// The assets folder, or `None` after printing why the test skips.
-fn assets_or_skip() -> Option<PathBuf> {
-    assets()
-        .inspect_err(|reason| eprintln!("skipped: {reason} (envtest needs a folder with kube-apiserver and etcd)"))
-        .ok()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Kills the process when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(binary: &Path, args: &[String], log: &Path) -> Process {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(binary)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    Process(child)
-}
-
-struct ControlPlane {
-    client: kube::Client,
-    _etcd: Process,
-    _apiserver: Process,
-    dir: tempfile::TempDir,
-}
-
-async fn control_plane(assets: &Path) -> ControlPlane {
-    let dir = tempfile::tempdir().unwrap();
-    let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-    let etcd = spawn(
-        &assets.join("etcd"),
-        &[
-            format!("--data-dir={}", dir.path().join("etcd").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            "--unsafe-no-fsync=true".to_owned(),
-        ],
-        &dir.path().join("etcd.log"),
-    );
-    let sa_key = rcgen::KeyPair::generate().unwrap();
-    let sa_key_path = dir.path().join("sa.key");
-    std::fs::write(&sa_key_path, sa_key.serialize_pem()).unwrap();
-    let token = "envtest-admin-token";
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, format!("{token},admin,admin-uid,system:masters\n")).unwrap();
-    let apiserver = spawn(
-        &assets.join("kube-apiserver"),
-        &[
-            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={api_port}"),
-            format!("--cert-dir={}", dir.path().join("certs").display()),
-            format!("--token-auth-file={}", tokens.display()),
-            "--authorization-mode=RBAC".to_owned(),
-            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
-            format!("--service-account-key-file={}", sa_key_path.display()),
-            format!("--service-account-signing-key-file={}", sa_key_path.display()),
-            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-            "--enable-priority-and-fairness=false".to_owned(),
-        ],
-        &dir.path().join("kube-apiserver.log"),
-    );
-    let mut config = kube::Config::new(format!("https://127.0.0.1:{api_port}").parse().unwrap());
-    config.accept_invalid_certs = true;
-    config.auth_info.token = Some(token.to_owned().into());
-    let client = kube::Client::try_from(config).unwrap();
-    let ready = eventually(Duration::from_secs(60), async || {
-        Api::<Namespace>::all(client.clone())
-            .get_opt("default")
-            .await
-            .is_ok_and(|ns| ns.is_some())
-    })
-    .await;
-    if !ready {
-        let log = std::fs::read_to_string(dir.path().join("kube-apiserver.log")).unwrap_or_default();
-        panic!("kube-apiserver did not become ready in 60 s:\n{log}");
-    }
-    ControlPlane {
-        client,
-        _etcd: etcd,
-        _apiserver: apiserver,
-        dir,
-    }
-}
 
 async fn create<K>(api: &Api<K>, object: serde_json::Value) -> K
 where
@@ -193,11 +83,12 @@ async fn create_pod(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
 async fn a_real_api_server_stores_mutated_pods() {
-    let Some(assets) = assets_or_skip() else {
-        return;
-    };
-    let plane = control_plane(&assets).await;
+    let plane = ControlPlane::start(Options::default()).await;
     let client = plane.client.clone();
 
     let pki = Pki::new();
@@ -305,11 +196,12 @@ async fn a_real_api_server_stores_mutated_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
 async fn self_managed_certificates_patch_a_real_ca_bundle() {
-    let Some(assets) = assets_or_skip() else {
-        return;
-    };
-    let plane = control_plane(&assets).await;
+    let plane = ControlPlane::start(Options::default()).await;
     let client = plane.client.clone();
     create(
         &Api::<Namespace>::all(client.clone()),

@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub mod envtest;
+pub mod fake_api;
+pub mod process;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use wi_webhook::lookup::{Lookup, LookupError, StaticLookup};

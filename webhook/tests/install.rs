@@ -1,0 +1,712 @@
+//! The installation, black box, as a platform team does it, behind a real kube-apiserver (envtest; see
+//! `common/envtest.rs` for when it runs):
+//!
+//! 1. `manifests/base` rendered with `kubectl kustomize` through an overlay that sets the tenant (as config.env
+//!    says), applied with `kubectl apply`: namespace, RBAC, ServiceAccount, Deployment, Services, PDB,
+//!    NetworkPolicy, and the MutatingWebhookConfiguration with its empty caBundle.
+//! 2. The `wi-webhook` binary (the release build when `WI_WEBHOOK_BINARY` names it, as the test command does) runs
+//!    with exactly the args and env of the rendered Deployment's container, and a kubeconfig holding a token of its
+//!    own ServiceAccount (TokenRequest), never admin: a missing RBAC rule fails this test.
+//! 3. The API server calls it through the Service reference, as in a cluster: `--enable-aggregator-routing=true`
+//!    and an EndpointSlice at a non-loopback address of this host (there is no kube-proxy).
+//!
+//! Then: the Secret is created and every webhook entry's caBundle patched before `/readyz` says 200; the example
+//! app's Deployment (kube-controller-manager running) in a namespace labelled for workload identity yields a pod
+//! with the env, the token volume and the CSI volume; a pod whose ServiceAccount lacks the client id is created
+//! with the admission warning on the create response; a pod labelled "false" is created unchanged. Last, fail
+//! closed: the API server stopped under the running webhook, and started again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
+use common::process::{WebhookProcess, http_get, webhook_binary};
+use common::{TENANT, eventually, provider};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+
+/// The example app's managed identity (manifests/examples/serviceaccount.yaml).
+const APP_CLIENT_ID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+const LATE_CLIENT_ID: &str = "0b7e5c1a-2f3d-4e6b-9a8c-7d6e5f4a3b2c";
+const APPS: &str = "team-apps";
+
+fn manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl ({e}): the installation test applies manifests with it"));
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `base`, relative to `dir` (kustomize refuses absolute resource paths): up to the root, then down.
+fn relative(dir: &Path, base: &Path) -> String {
+    let (dir, base) = (dir.canonicalize().unwrap(), base.canonicalize().unwrap());
+    let up = "../".repeat(dir.components().count() - 1);
+    format!("{up}{}", base.strip_prefix("/").unwrap().display())
+}
+
+/// `kubectl kustomize` of an overlay written into `dir`; `kustomization` says `{base}` where the base goes.
+fn render(dir: &Path, base: &Path, kustomization: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let kustomization = kustomization.replace("{base}", &relative(dir, base));
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
+    let out = Command::new("kubectl")
+        .args(["kustomize", &dir.display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl kustomize ({e})"));
+    assert!(out.status.success(), "kubectl kustomize failed: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| v.is_object())
+        .collect()
+}
+
+fn apply(kubeconfig: &Path, yaml: &str) {
+    let out = kubectl(kubeconfig, &["apply", "-f", "-"], Some(yaml));
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+}
+
+/// A non-loopback IPv4 address of this host (EndpointSlice validation refuses loopback ones).
+fn host_address() -> IpAddr {
+    // /proc/net/fib_trie lists each local address as "|-- A.B.C.D" followed by "/32 host LOCAL".
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let lines: Vec<&str> = trie.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[1].trim() == "/32 host LOCAL")
+        .filter_map(|w| w[0].trim().strip_prefix("|-- ")?.parse::<IpAddr>().ok())
+        .find(|ip| !ip.is_loopback())
+        .unwrap_or_else(|| {
+            panic!("this host has no non-loopback IPv4 address for the Service's EndpointSlice (e.g. ip addr add)")
+        })
+}
+
+/// The env a kubelet would give the container: envFrom ConfigMaps first, then env (fieldRefs resolved).
+fn container_env(container: &Value, namespace: &str, documents: &[Value]) -> Vec<(String, String)> {
+    let mut env = BTreeMap::new();
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        let name = source["configMapRef"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("unsupported envFrom {source}"));
+        let map = documents
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("the Deployment's ConfigMap {name} is not in the rendered manifests"));
+        for (key, value) in map["data"].as_object().unwrap() {
+            env.insert(key.clone(), value.as_str().unwrap().to_owned());
+        }
+    }
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap().to_owned();
+        let value = match (&var["value"], &var["valueFrom"]["fieldRef"]["fieldPath"]) {
+            (Value::String(v), _) => v.clone(),
+            (_, Value::String(path)) if path == "metadata.namespace" => namespace.to_owned(),
+            _ => panic!("unsupported env {var}"),
+        };
+        env.insert(name, value);
+    }
+    env.into_iter().collect()
+}
+
+fn port(container: &Value, name: &str) -> u16 {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("the container declares no port {name}")) as u16
+}
+
+/// The CRD the Secrets Store CSI driver installs (schema left open: the webhook reads `spec.parameters`).
+const SECRET_PROVIDER_CLASS_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: secretproviderclasses.secrets-store.csi.x-k8s.io
+spec:
+  group: secrets-store.csi.x-k8s.io
+  names: {kind: SecretProviderClass, listKind: SecretProviderClassList, plural: secretproviderclasses, singular: secretproviderclass}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+fn env_of(pod: &Pod) -> BTreeMap<String, String> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn volume_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// One AdmissionReview straight to the webhook's HTTPS port, verified as the API server verifies it: the roots of
+/// the caBundle and the Service's DNS name.
+async fn admit_direct(addr: SocketAddr, roots: &[CertificateDer<'static>], review: &Value) -> Result<Value, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("wi-webhook.wi-system.svc").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = http::Request::post("/mutate-v1-pod")
+        .header("host", "wi-webhook.wi-system.svc")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(review).unwrap())))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request))
+        .await
+        .map_err(|_| "no answer in 15 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// The captured labelled pod's review, moved to `namespace` and run as `service_account`.
+fn review_for(namespace: &str, service_account: &str, label: Option<&str>) -> Value {
+    let mut review = common::fake_api::admission_fixture("01-plain-pod.json");
+    review["request"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    review["request"]["namespace"] = json!(namespace);
+    let pod = &mut review["request"]["object"];
+    pod["metadata"]["namespace"] = json!(namespace);
+    pod["spec"]["serviceAccountName"] = json!(service_account);
+    pod["spec"]["serviceAccount"] = json!(service_account);
+    match label {
+        Some(value) => pod["metadata"]["labels"]["azure.workload.identity/use"] = json!(value),
+        None => {
+            pod["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove("azure.workload.identity/use");
+        }
+    }
+    review
+}
+
+fn cached_service_accounts(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("wi_webhook_cache_objects{kind=\"serviceaccounts\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
+async fn ca_bundles(client: &kube::Client) -> Vec<Vec<u8>> {
+    let Ok(Some(config)) = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get_opt("wi-webhook")
+        .await
+    else {
+        return Vec::new();
+    };
+    config
+        .webhooks
+        .into_iter()
+        .flatten()
+        .map(|w| w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
+async fn installed_from_the_manifests_behind_a_real_api_server() {
+    let mut plane = ControlPlane::start(Options {
+        aggregator_routing: true,
+    })
+    .await;
+    let client = plane.client.clone();
+    let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
+    let work = plane.dir.path().to_owned();
+    let mut figures: Vec<String> = Vec::new();
+
+    // 1. The platform team's install: config.env's tenant set in an overlay, the base applied.
+    let base = render(
+        &work.join("install"),
+        &manifests().join("base"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {{base}}\n\
+             configMapGenerator:\n  - name: wi-webhook-config\n    behavior: merge\n    literals:\n      \
+             - WI_TENANT_ID={TENANT}\n"
+        ),
+    );
+    let docs = documents(&base);
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in the rendered base: {kinds:?}");
+    }
+    apply(&admin, &base);
+    assert!(
+        ca_bundles(&client).await.iter().all(Vec::is_empty),
+        "the MutatingWebhookConfiguration is installed with an empty caBundle"
+    );
+
+    // 2. What the Deployment runs.
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    let service_account = pod_spec["serviceAccountName"].as_str().unwrap();
+    let container = &pod_spec["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let (https_port, admin_port) = (port(container, "https"), port(container, "admin"));
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(
+            service_account,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .expect("a token for the webhook's ServiceAccount");
+    let kubeconfig = plane.kubeconfig("wi-webhook.kubeconfig", &token);
+    let mut env = container_env(container, namespace, &docs);
+    env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
+
+    // 3. The Service's endpoints: this host, the container's port.
+    let host = host_address();
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap()["webhooks"][0]["clientConfig"]["service"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    apply(
+        &admin,
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{service}-host"), "namespace": namespace,
+                             "labels": {"kubernetes.io/service-name": service,
+                                        "endpointslice.kubernetes.io/managed-by": "envtest"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [host.to_string()], "conditions": {"ready": true}}],
+                "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}]})
+        .to_string(),
+    );
+    // A cluster with the Secrets Store CSI driver has its CRD.
+    apply(&admin, SECRET_PROVIDER_CLASS_CRD);
+
+    // 4. The webhook, as the Deployment runs it.
+    let binary = webhook_binary();
+    let mut webhook = WebhookProcess::spawn(&binary, &args, &env, &work.join("wi-webhook.log"));
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let started = Instant::now();
+    let (mut no_answer, mut unready) = (0, BTreeMap::<String, u32>::new());
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready in 60 s:\n{}",
+            webhook.log()
+        );
+        match http_get(admin_addr, "/readyz").await {
+            Some((http::StatusCode::OK, _)) => break,
+            Some((_, body)) => *unready.entry(body).or_default() += 1,
+            None => no_answer += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready_after = started.elapsed();
+    // Readiness comes after the Secret and the caBundles: both are there at the first 200.
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("wi-webhook-tls")
+        .await
+        .expect("the webhook created its certificate Secret");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let served = secret.data.as_ref().unwrap()["tls.crt"].0.clone();
+    let leaf = CertificateDer::pem_slice_iter(&served).next().unwrap().unwrap();
+    let bundles = ca_bundles(&client).await;
+    assert_eq!(bundles.len(), 2, "two webhook entries");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let roots = wi_webhook::server::certs::parse_bundle(&bundles[0]);
+    for bundle in &bundles {
+        let roots = wi_webhook::server::certs::parse_bundle(bundle);
+        assert!(
+            wi_webhook::server::certs::verifies(&leaf, &roots, "wi-webhook.wi-system.svc", now),
+            "every entry's caBundle trusts the served certificate"
+        );
+    }
+    figures.push(format!(
+        "ready {ready_after:.2?} after start ({} with {}; /readyz before: {no_answer} unanswered, {unready:?})",
+        binary.display(),
+        args.join(" ")
+    ));
+
+    // 5. The app team: a namespace labelled for workload identity, the example app rendered into it.
+    apply(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": APPS, "labels": {"azure.workload.identity/use": "true"}}})
+        .to_string(),
+    );
+    let examples = render(
+        &work.join("examples"),
+        &manifests().join("examples"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {APPS}\nresources:\n  - {{base}}\n"
+        ),
+    );
+    apply(&admin, &examples);
+    plane.start_controller_manager("deployment-controller,replicaset-controller,serviceaccount-controller");
+    let pods = Api::<Pod>::namespaced(client.clone(), APPS);
+    let made_at = Instant::now();
+    let mut app_pod = None;
+    let found = eventually(Duration::from_secs(90), async || {
+        app_pod = pods
+            .list(&ListParams::default().labels("app=my-web-app"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next());
+        app_pod.is_some()
+    })
+    .await;
+    assert!(
+        found,
+        "the Deployment made no pod in 90 s; controller-manager:\n{}\nwebhook:\n{}",
+        plane.log_tail("kube-controller-manager.log", 30),
+        webhook.log()
+    );
+    let app_pod = app_pod.unwrap();
+    figures.push(format!(
+        "Deployment -> pod {} in {:.2?}",
+        app_pod.metadata.name.clone().unwrap_or_default(),
+        made_at.elapsed()
+    ));
+    let env_vars = env_of(&app_pod);
+    assert_eq!(env_vars.get("AZURE_CLIENT_ID").map(String::as_str), Some(APP_CLIENT_ID));
+    assert_eq!(
+        env_vars.get("AZURE_TENANT_ID").map(String::as_str),
+        Some("d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f"),
+        "the ServiceAccount's tenant wins over WI_TENANT_ID"
+    );
+    assert_eq!(
+        env_vars.get("AZURE_FEDERATED_TOKEN_FILE").map(String::as_str),
+        Some("/var/run/secrets/azure/tokens/azure-identity-token")
+    );
+    assert_eq!(
+        env_vars.get("AZURE_AUTHORITY_HOST").map(String::as_str),
+        Some("https://login.microsoftonline.com/")
+    );
+    let spec = app_pod.spec.as_ref().unwrap();
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    let token_volume = volumes
+        .iter()
+        .find(|v| v.name == "azure-identity-token")
+        .expect("token volume");
+    let token_source = token_volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0]
+        .service_account_token
+        .clone()
+        .unwrap();
+    assert_eq!(token_source.audience.as_deref(), Some("api://AzureADTokenExchange"));
+    assert_eq!(token_source.path, "azure-identity-token");
+    let csi = volumes
+        .iter()
+        .find(|v| v.name == "wi-secrets-store")
+        .and_then(|v| v.csi.clone())
+        .expect("the CSI volume");
+    assert_eq!(csi.driver, "secrets-store.csi.k8s.io");
+    assert_eq!(
+        csi.volume_attributes
+            .unwrap_or_default()
+            .get("secretProviderClass")
+            .map(String::as_str),
+        Some("kv-techventure-secrets")
+    );
+    let mounts: Vec<(String, String)> = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone()))
+        .collect();
+    for expected in [
+        ("azure-identity-token", "/var/run/secrets/azure/tokens"),
+        ("wi-secrets-store", "/mnt/secrets-store"),
+    ] {
+        assert!(
+            mounts.iter().any(|(n, p)| n == expected.0 && p == expected.1),
+            "{expected:?} not in {mounts:?}"
+        );
+    }
+    assert_eq!(
+        volumes.iter().filter(|v| v.name == "azure-identity-token").count(),
+        1,
+        "the pod matched both webhook entries and was injected once"
+    );
+    let mut pods_checked = 1;
+
+    // 6. A ServiceAccount without a client id: created, with the warning on the create response.
+    apply(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "no-client-id", "namespace": APPS}})
+            .to_string(),
+    );
+    let pod_yaml = |name: &str, sa: &str, label: Option<&str>| {
+        let mut labels = json!({"app": name});
+        if let Some(value) = label {
+            labels["azure.workload.identity/use"] = json!(value);
+        }
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": APPS, "labels": labels},
+               "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "busybox"}]}})
+        .to_string()
+    };
+    let created = kubectl(
+        &admin,
+        &["create", "-f", "-"],
+        Some(&pod_yaml("no-id", "no-client-id", None)),
+    );
+    let said = text(&created);
+    assert!(created.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "Warning: ServiceAccount team-apps/no-client-id has no azure.workload.identity/client-id annotation"
+        ),
+        "the create response carries the admission warning: {said}"
+    );
+    let no_id = pods.get("no-id").await.unwrap();
+    let env_vars = env_of(&no_id);
+    assert!(env_vars.contains_key("AZURE_FEDERATED_TOKEN_FILE"), "{env_vars:?}");
+    assert!(!env_vars.contains_key("AZURE_CLIENT_ID"), "{env_vars:?}");
+    pods_checked += 1;
+
+    // 7. Labelled "false" in the labelled namespace: stored as it was sent.
+    let out = kubectl(
+        &admin,
+        &["create", "-f", "-"],
+        Some(&pod_yaml("opted-out", "my-app-sa", Some("false"))),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let opted_out = pods.get("opted-out").await.unwrap();
+    assert!(env_of(&opted_out).is_empty(), "{:?}", env_of(&opted_out));
+    assert!(
+        volume_names(&opted_out)
+            .iter()
+            .all(|v| v.starts_with("kube-api-access-")),
+        "{:?}",
+        volume_names(&opted_out)
+    );
+    assert!(
+        opted_out
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("workload-identity.rs/")),
+        "no marker on an opted-out pod"
+    );
+    pods_checked += 1;
+
+    // 8. Fail closed: the API server goes away under the running webhook.
+    let webhook_addr: SocketAddr = format!("127.0.0.1:{https_port}").parse().unwrap();
+    let metrics_before = http_get(admin_addr, "/metrics").await.unwrap().1;
+    let cached_before = cached_service_accounts(&metrics_before).unwrap();
+    plane.stop_apiserver();
+    let down_at = Instant::now();
+    let refused = kubectl(
+        &admin,
+        &["create", "-f", "-", "--request-timeout=5s"],
+        Some(&pod_yaml("while-down", "my-app-sa", None)),
+    );
+    assert!(!refused.status.success());
+    figures.push(format!(
+        "API server down: kubectl create answered {:?}",
+        text(&refused).lines().last().unwrap_or_default()
+    ));
+    let cached = admit_direct(webhook_addr, &roots, &review_for(APPS, "my-app-sa", Some("true")))
+        .await
+        .unwrap();
+    assert_eq!(cached["response"]["allowed"], true, "{cached}");
+    assert!(
+        cached["response"]["patch"].is_string(),
+        "a cached ServiceAccount still mutates: {cached}"
+    );
+    let unknown = admit_direct(webhook_addr, &roots, &review_for(APPS, "not-cached", Some("true")))
+        .await
+        .unwrap();
+    assert_eq!(unknown["response"]["allowed"], false, "{unknown}");
+    assert_eq!(unknown["response"]["status"]["code"], 500, "{unknown}");
+    let unknown_message = unknown["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(unknown_message.contains("retry the request"), "{unknown_message}");
+    let mut readyz_while_down = BTreeMap::<String, u32>::new();
+    while down_at.elapsed() < Duration::from_secs(5) {
+        let answer = match http_get(admin_addr, "/readyz").await {
+            Some((status, body)) => format!("{} {}", status.as_u16(), body.trim()),
+            None => "no answer".to_owned(),
+        };
+        *readyz_while_down.entry(answer).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    figures.push(format!(
+        "API server down {:.1?}: /readyz {readyz_while_down:?}; a cached ServiceAccount's pod mutated from the \
+         cache; an uncached one denied: 500 {unknown_message:?}",
+        down_at.elapsed()
+    ));
+
+    // ... and comes back: the watches resume without a restart of the webhook.
+    let restart = plane.start_apiserver().await;
+    let back_at = Instant::now();
+    apply(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "after-restart", "namespace": APPS,
+                             "annotations": {"azure.workload.identity/client-id": LATE_CLIENT_ID}}})
+        .to_string(),
+    );
+    let resumed = eventually(Duration::from_secs(60), async || {
+        http_get(admin_addr, "/metrics")
+            .await
+            .and_then(|(_, m)| cached_service_accounts(&m))
+            .is_some_and(|n| n > cached_before)
+    })
+    .await;
+    assert!(
+        resumed,
+        "the ServiceAccount watch did not resume in 60 s:\n{}",
+        webhook.log()
+    );
+    let resumed_after = back_at.elapsed();
+    let mut late = None;
+    let injected = eventually(Duration::from_secs(30), async || {
+        let out = kubectl(
+            &admin,
+            &["create", "-f", "-"],
+            Some(&pod_yaml("after-restart", "after-restart", None)),
+        );
+        if !out.status.success() {
+            return false;
+        }
+        late = pods.get("after-restart").await.ok();
+        true
+    })
+    .await;
+    assert!(injected, "no pod created after the restart:\n{}", webhook.log());
+    assert_eq!(
+        env_of(&late.unwrap()).get("AZURE_CLIENT_ID").map(String::as_str),
+        Some(LATE_CLIENT_ID)
+    );
+    pods_checked += 1;
+    let (status, _) = http_get(admin_addr, "/readyz").await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    let retries = webhook.log().matches("watch failed; retrying").count();
+    figures.push(format!(
+        "API server back in {restart:.1?}: the cache saw a new ServiceAccount {resumed_after:.1?} later \
+         ({retries} watch retries logged meanwhile), its pod injected; the webhook was not restarted"
+    ));
+
+    let exit = webhook.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "exit {exit}:\n{}", webhook.log());
+    let log = webhook.log();
+    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        !lines.is_empty() && lines.len() == log.lines().count(),
+        "--log-format json writes JSON lines only:\n{log}"
+    );
+    figures.push(format!("pods checked: {pods_checked}; {} log lines", lines.len()));
+    for line in figures {
+        println!("install: {line}");
+    }
+}

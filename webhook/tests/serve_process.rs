@@ -1,0 +1,104 @@
+//! `wi-webhook serve` as shipped: the built binary, started as users start it (its own `main`, the default log
+//! level and format), its caches filled from a fake kube-apiserver. It must become ready, admit a pod with a
+//! patch, log from its worker threads, and exit 0 on SIGTERM.
+//!
+//! Regression: `main` once held the stderr lock for the life of the process; the first log line written from a
+//! tokio worker thread (`caches synced`) blocked forever, and `/readyz` never answered 200.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::fake_api::{admission_fixture, fake_api, kubeconfig};
+use common::process::{WebhookProcess, free_port, http_get, webhook_binary};
+use common::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
+    let api = fake_api(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    install_leaf(dir.path(), &pki.leaf());
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "serve",
+        "--tenant-id",
+        TENANT,
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--tls-cert-file".to_owned(),
+        dir.path().join("tls.crt").display().to_string(),
+        "--tls-key-file".to_owned(),
+        dir.path().join("tls.key").display().to_string(),
+    ])
+    .collect();
+    let env = [(
+        "KUBECONFIG".to_owned(),
+        dir.path().join("kubeconfig").display().to_string(),
+    )];
+    let binary = webhook_binary();
+    let mut webhook = WebhookProcess::spawn(&binary, &args, &env, &dir.path().join("stderr.log"));
+    let admin_addr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let ready_after = webhook
+        .wait_ready(admin_addr, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{} ready after {ready_after:?}", binary.display());
+
+    // Two requests: each logs `admission reviewed` from a worker thread; the second would hang if the first had.
+    for round in 0..2 {
+        let body = serde_json::to_vec(&admission_fixture("01-plain-pod.json")).unwrap();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            admit(format!("127.0.0.1:{listen}").parse().unwrap(), &pki.ca_der(), body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("admission request {round} got no answer in 10 s:\n{}", webhook.log()))
+        .unwrap();
+        assert_eq!(reply.status, http::StatusCode::OK);
+        let review = reply.json();
+        let response = &review["response"];
+        assert_eq!(response["allowed"], true, "{review}");
+        assert_eq!(response["patchType"], "JSONPatch", "{review}");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        let text = patch.to_string();
+        for expected in ["AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "azure-identity-token"] {
+            assert!(text.contains(expected), "no {expected} in the patch: {text}");
+        }
+    }
+    let (status, metrics) = http_get(admin_addr, "/metrics").await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("result=\"mutated\"") && l.ends_with(" 2")),
+        "two mutated requests counted:\n{metrics}"
+    );
+
+    let exit = webhook.terminate(Duration::from_secs(30));
+    let log = webhook.log();
+    assert!(exit.success(), "exit {exit}:\n{log}");
+    for line in [
+        "serving admission requests",
+        "caches synced",
+        "admission reviewed",
+        "SIGTERM received",
+        "drained",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    }
+}
