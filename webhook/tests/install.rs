@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
-use common::process::{WebhookProcess, http_get, webhook_binary};
+use common::process::{WebhookProcess, http_get, report, webhook_binary};
 use common::{TENANT, eventually, provider};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -293,7 +293,8 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
     let client = plane.client.clone();
     let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
     let work = plane.dir.path().to_owned();
-    let mut figures: Vec<String> = Vec::new();
+    let test_started = Instant::now();
+    let figure = |line: String| report("install", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
 
     // 1. The platform team's install: config.env's tenant set in an overlay, the base applied.
     let base = render(
@@ -427,7 +428,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
             "every entry's caBundle trusts the served certificate"
         );
     }
-    figures.push(format!(
+    figure(format!(
         "ready {ready_after:.2?} after start ({} with {}; /readyz before: {no_answer} unanswered, {unready:?})",
         binary.display(),
         args.join(" ")
@@ -468,7 +469,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         webhook.log()
     );
     let app_pod = app_pod.unwrap();
-    figures.push(format!(
+    figure(format!(
         "Deployment -> pod {} in {:.2?}",
         app_pod.metadata.name.clone().unwrap_or_default(),
         made_at.elapsed()
@@ -569,6 +570,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
     assert!(env_vars.contains_key("AZURE_FEDERATED_TOKEN_FILE"), "{env_vars:?}");
     assert!(!env_vars.contains_key("AZURE_CLIENT_ID"), "{env_vars:?}");
     pods_checked += 1;
+    figure("pod of a ServiceAccount without a client id: created with the warning".to_owned());
 
     // 7. Labelled "false" in the labelled namespace: stored as it was sent.
     let out = kubectl(
@@ -596,20 +598,29 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         "no marker on an opted-out pod"
     );
     pods_checked += 1;
+    figure("pod labelled \"false\" in the labelled namespace: stored unchanged".to_owned());
 
     // 8. Fail closed: the API server goes away under the running webhook.
     let webhook_addr: SocketAddr = format!("127.0.0.1:{https_port}").parse().unwrap();
     let metrics_before = http_get(admin_addr, "/metrics").await.unwrap().1;
     let cached_before = cached_service_accounts(&metrics_before).unwrap();
-    plane.stop_apiserver();
+    let graceful = plane.stop_apiserver();
     let down_at = Instant::now();
+    figure(format!(
+        "API server stopped ({})",
+        if graceful {
+            "SIGTERM"
+        } else {
+            "SIGKILL 5 s after SIGTERM"
+        }
+    ));
     let refused = kubectl(
         &admin,
-        &["create", "-f", "-", "--request-timeout=5s"],
+        &["create", "--validate=false", "--request-timeout=5s", "-f", "-"],
         Some(&pod_yaml("while-down", "my-app-sa", None)),
     );
     assert!(!refused.status.success());
-    figures.push(format!(
+    figure(format!(
         "API server down: kubectl create answered {:?}",
         text(&refused).lines().last().unwrap_or_default()
     ));
@@ -640,7 +651,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         *readyz_while_down.entry(answer).or_default() += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    figures.push(format!(
+    figure(format!(
         "API server down {:.1?}: /readyz {readyz_while_down:?}; a cached ServiceAccount's pod mutated from the \
          cache; an uncached one denied: 500 {unknown_message:?}",
         down_at.elapsed()
@@ -692,7 +703,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
     let (status, _) = http_get(admin_addr, "/readyz").await.unwrap();
     assert_eq!(status, http::StatusCode::OK);
     let retries = webhook.log().matches("watch failed; retrying").count();
-    figures.push(format!(
+    figure(format!(
         "API server back in {restart:.1?}: the cache saw a new ServiceAccount {resumed_after:.1?} later \
          ({retries} watch retries logged meanwhile), its pod injected; the webhook was not restarted"
     ));
@@ -705,8 +716,5 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         !lines.is_empty() && lines.len() == log.lines().count(),
         "--log-format json writes JSON lines only:\n{log}"
     );
-    figures.push(format!("pods checked: {pods_checked}; {} log lines", lines.len()));
-    for line in figures {
-        println!("install: {line}");
-    }
+    figure(format!("pods checked: {pods_checked}; {} log lines", lines.len()));
 }

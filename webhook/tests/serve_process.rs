@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::fake_api::{admission_fixture, fake_api, kubeconfig};
-use common::process::{WebhookProcess, free_port, http_get, webhook_binary};
+use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use common::*;
 use serde_json::Value;
 
@@ -54,7 +54,10 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
         .wait_ready(admin_addr, Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{} ready after {ready_after:?}", binary.display());
+    report(
+        "serve_process",
+        &format!("{} ready {ready_after:.2?} after start", binary.display()),
+    );
 
     // Two requests: each logs `admission reviewed` from a worker thread; the second would hang if the first had.
     for round in 0..2 {

@@ -51,16 +51,17 @@ impl Process {
         Process(child)
     }
 
-    /// SIGTERM, then wait (SIGKILL after 20 s).
-    pub fn stop(mut self) {
+    /// SIGTERM, then SIGKILL (on drop) when it still runs 5 s later; returns whether it exited by itself.
+    pub fn stop(mut self) -> bool {
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if self.0.try_wait().ok().flatten().is_some() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        false
     }
 }
 
@@ -178,11 +179,10 @@ impl ControlPlane {
         started.elapsed()
     }
 
-    /// Stops kube-apiserver (SIGTERM); etcd keeps the data.
-    pub fn stop_apiserver(&mut self) {
-        if let Some(apiserver) = self.apiserver.take() {
-            apiserver.stop();
-        }
+    /// Stops kube-apiserver: SIGTERM, SIGKILL when it is still draining watches 5 s later. etcd keeps the data.
+    /// Returns whether it exited on SIGTERM.
+    pub fn stop_apiserver(&mut self) -> bool {
+        self.apiserver.take().is_some_and(Process::stop)
     }
 
     /// The API server's URL.

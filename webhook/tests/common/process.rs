@@ -139,3 +139,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(StatusCode, Strin
         .ok()
         .flatten()
 }
+
+/// Prints a figure of a test on standard error, past libtest's capture (which takes only `print!`/`eprint!`), so
+/// that the test command's output carries it.
+pub fn report(test: &str, line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "   {test}: {line}");
+}
