@@ -53,11 +53,11 @@ async fn main() -> ExitCode {
         "vaults": vaults,
         "ca_file": emulator.ca_file(),
     });
-    let mut stdout = std::io::stdout().lock();
+    // The ready line through the handle, never a lock kept across the await below: the emulator's tasks log too.
+    let mut stdout = std::io::stdout();
     if writeln!(stdout, "{ready}").and_then(|()| stdout.flush()).is_err() {
         return ExitCode::FAILURE;
     }
-    drop(stdout);
     wi_webhook::server::shutdown_signal().await;
     eprintln!("wi-emulator: stopping");
     drop(emulator);
