@@ -105,3 +105,76 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
         assert!(log.contains(line), "no {line:?} in the log:\n{log}");
     }
 }
+
+/// Self-managed certificates: while the Secret and caBundle are being set up (here an API server that accepts
+/// connections and never answers), the admin port answers: `/healthz` 200 for the liveness and startup probes,
+/// `/readyz` 503 saying why. It once opened only after the setup, so probes got no answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_serve_answers_probes_while_the_api_server_is_slow() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "serve",
+        "--cert-mode",
+        "self-managed",
+        "--tenant-id",
+        TENANT,
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [(
+        "KUBECONFIG".to_owned(),
+        dir.path().join("kubeconfig").display().to_string(),
+    )];
+    let webhook = WebhookProcess::spawn(&webhook_binary(), &args, &env, &dir.path().join("stderr.log"));
+    let admin_addr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let live = eventually(Duration::from_secs(20), async || {
+        http_get(admin_addr, "/healthz")
+            .await
+            .is_some_and(|(status, _)| status == http::StatusCode::OK)
+    })
+    .await;
+    assert!(live, "/healthz never answered 200:\n{}", webhook.log());
+    let (status, body) = http_get(admin_addr, "/readyz").await.unwrap();
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("setting up the serving certificate"), "{body}");
+    assert!(
+        tokio::net::TcpStream::connect(format!("127.0.0.1:{listen}"))
+            .await
+            .is_err(),
+        "the admission port opens only with a certificate to serve"
+    );
+}
+
+/// Self-managed settings that would let the caBundle drop the CA of a certificate still served are refused at start,
+/// before anything is read or written.
+#[test]
+fn self_managed_serve_refuses_a_settle_period_shorter_than_the_check_interval() {
+    let out = std::process::Command::new(webhook_binary())
+        .args(["serve", "--cert-mode", "self-managed", "--tenant-id", TENANT])
+        .args(["--ca-rollover-settle", "5s", "--cert-check-interval", "10s"])
+        .env_clear()
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--ca-rollover-settle (5s) must be at least --cert-check-interval (10s)"),
+        "{stderr}"
+    );
+}

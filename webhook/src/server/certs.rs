@@ -27,6 +27,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::metrics::ReloadResult;
 use super::tls::CertStore;
 
 /// Where the serving certificate comes from.
@@ -67,16 +68,19 @@ pub struct CertArgs {
     )]
     pub webhook_configuration: String,
 
-    /// Lifetime of a CA made by the webhook; a new one is rolled in when a third of it is left.
+    /// Lifetime of a CA made by the webhook; a new one is rolled in when a third of it is left (counted from when it
+    /// was made). At least three times --ca-rollover-settle plus --cert-check-interval.
     #[arg(long, env = "WI_CA_LIFETIME", value_name = "DURATION", default_value = "5y", value_parser = humantime::parse_duration)]
     pub ca_lifetime: Duration,
 
-    /// Lifetime of a serving certificate; a new one is issued when a third of it is left.
+    /// Lifetime of a serving certificate; a new one is issued when a third of it is left (counted from when it was
+    /// made). At least three times --cert-check-interval.
     #[arg(long, env = "WI_CERT_LIFETIME", value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
     pub cert_lifetime: Duration,
 
     /// How long a new CA is trusted in the caBundle before it signs the served certificate, and how long the old
-    /// CA stays trusted afterwards.
+    /// CA stays trusted afterwards. At least --cert-check-interval, so that every replica serves the new certificate
+    /// before the old CA leaves the caBundle.
     #[arg(long, env = "WI_CA_ROLLOVER_SETTLE", value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub ca_rollover_settle: Duration,
 
@@ -86,6 +90,46 @@ pub struct CertArgs {
 }
 
 impl CertArgs {
+    /// Checks the self-managed settings against each other. The old CA leaves the caBundle one settle period after
+    /// its successor started signing; a replica picks up the new certificate at its next check, up to
+    /// `--cert-check-interval` later, and serves the old one until then: a settle period shorter than the interval
+    /// would let the bundle drop the CA of a certificate still served.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cert_mode != CertMode::SelfManaged {
+            return Ok(());
+        }
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.ca_rollover_settle < self.cert_check_interval {
+            return Err(format!(
+                "--ca-rollover-settle ({}) must be at least --cert-check-interval ({}): every replica must have \
+                 checked the Secret and served the new certificate before the old CA leaves the caBundle",
+                show(self.ca_rollover_settle),
+                show(self.cert_check_interval)
+            ));
+        }
+        // Renewed with a third of its life left: that third must span at least one check, or it expires unrenewed.
+        if self.cert_lifetime < self.cert_check_interval * 3 {
+            return Err(format!(
+                "--cert-lifetime ({}) must be at least three times --cert-check-interval ({}): a certificate is \
+                 renewed with a third of its life left, and a check must fall in that third",
+                show(self.cert_lifetime),
+                show(self.cert_check_interval)
+            ));
+        }
+        // The CA's last third holds the whole rollover: its successor trusted for a settle period, then signing,
+        // and every replica serving the new certificate (a check later) before the old CA expires.
+        let rollover = self.ca_rollover_settle + self.cert_check_interval;
+        if self.ca_lifetime < rollover * 3 {
+            return Err(format!(
+                "--ca-lifetime ({}) must be at least three times --ca-rollover-settle plus --cert-check-interval \
+                 ({}): a CA is rolled over in the last third of its life, which must hold a settle period and a check",
+                show(self.ca_lifetime),
+                show(rollover)
+            ));
+        }
+        Ok(())
+    }
+
     /// The DNS names the API server uses for the Service.
     pub fn dns_names(&self) -> Vec<String> {
         let (svc, ns) = (&self.service_name, &self.namespace);
@@ -157,9 +201,15 @@ impl Cert {
         CertificateDer::from_pem_slice(self.pem.as_bytes()).map_err(cert_err)
     }
 
-    /// Less than a third of the lifetime left (or expired).
+    /// When it was made: `notBefore` is dated [`BACKDATE_SECS`] earlier, for clocks a little behind.
+    fn issued(&self) -> i64 {
+        self.not_before + BACKDATE_SECS
+    }
+
+    /// Less than a third of the lifetime it was issued for left (or expired). The lifetime counts from issuance, not
+    /// from the backdated `notBefore`: a 4-minute certificate is renewed 160 s after it was made, not 60 s.
     fn due(&self, now: i64) -> bool {
-        let lifetime = (self.not_after - self.not_before).max(1);
+        let lifetime = (self.not_after - self.issued()).max(1);
         self.not_after - now < lifetime / 3
     }
 }
@@ -376,13 +426,13 @@ pub fn plan(
     let mut next = current.clone();
 
     // 3. The old CA leaves the bundle a settle period after the new one started signing.
-    if next.previous.is_some() && now >= next.leaf.not_before + BACKDATE_SECS + settle {
+    if next.previous.is_some() && now >= next.leaf.issued() + settle {
         next.previous = None;
     }
     // 2. The next CA starts signing once the webhook configuration trusts it and the settle period has passed.
     let promote = next.next.as_ref().is_some_and(|ca| {
         let trusted = ca.cert.der().is_ok_and(|der| webhook_trusts.contains(&der));
-        trusted && now >= ca.cert.not_before + BACKDATE_SECS + settle
+        trusted && now >= ca.cert.issued() + settle
     });
     let mut reissue = false;
     if promote && let Some(incoming) = next.next.take() {
@@ -426,6 +476,9 @@ pub struct CertManager {
 /// What one reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciled {
+    /// The served certificate changed to the Secret's (`Success`), or the Secret's was unusable (`Failure`); `None`
+    /// when it was already served.
+    pub reloaded: Option<ReloadResult>,
     /// The Secret was written (created or replaced) by this replica.
     pub wrote_secret: bool,
     /// The caBundle was patched by this replica.
@@ -476,16 +529,20 @@ impl CertManager {
     pub async fn reconcile(&self, store: &CertStore, now: i64) -> Result<Reconciled, CertError> {
         let (bundle, wrote_secret) = self.ensure_secret(now).await?;
         let (trusted_bundle, patched_ca_bundle) = self.ensure_ca_bundle(&bundle).await?;
-        match store.install_pem(bundle.leaf.pem.as_bytes(), bundle.leaf_key.as_bytes()) {
-            Ok(true) => tracing::info!(
-                not_after = bundle.leaf.not_after,
-                "serving the certificate from the Secret"
-            ),
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(%error, "the Secret's certificate is unusable; still serving the previous one")
+        let reloaded = match store.install_pem(bundle.leaf.pem.as_bytes(), bundle.leaf_key.as_bytes()) {
+            Ok(true) => {
+                tracing::info!(
+                    not_after = bundle.leaf.not_after,
+                    "serving the certificate from the Secret"
+                );
+                Some(ReloadResult::Success)
             }
-        }
+            Ok(false) => None,
+            Err(error) => {
+                tracing::warn!(%error, "the Secret's certificate is unusable; still serving the previous one");
+                Some(ReloadResult::Failure)
+            }
+        };
         let roots = parse_bundle(&trusted_bundle);
         let served = store.leaf();
         let trusted = self
@@ -495,6 +552,7 @@ impl CertManager {
             .is_some_and(|name| verifies(&served, &roots, name, now));
         self.trusted.store(trusted, Ordering::Release);
         Ok(Reconciled {
+            reloaded,
             wrote_secret,
             patched_ca_bundle,
             trusted,
@@ -647,6 +705,9 @@ impl CertManager {
             ticker.tick().await;
             match self.reconcile(&store, unix_now()).await {
                 Ok(done) => {
+                    if let Some(result) = done.reloaded {
+                        metrics.reloaded(result);
+                    }
                     metrics.certificate_expiry.set(store.not_after());
                     if !done.trusted {
                         tracing::warn!("the served certificate is not trusted by the caBundle yet; unready");

@@ -135,6 +135,11 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
+    /// Counts one change of the served certificate (file reload or self-managed renewal).
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.certificate_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

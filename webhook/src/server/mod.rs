@@ -126,20 +126,89 @@ struct AppState {
 /// What the admin endpoints report on.
 struct AdminState {
     lookup: Arc<dyn Lookup>,
-    certs: Arc<CertStore>,
+    /// The served certificate, once there is one (self-managed: after the Secret and caBundle are set up).
+    certs: std::sync::OnceLock<Arc<CertStore>>,
     /// Whether the API server trusts the served certificate (always true for certificate files).
     trusted: Arc<AtomicBool>,
+    /// Whether the admission port is accepting connections.
+    accepting: AtomicBool,
     metrics: Arc<Metrics>,
     shutting_down: Arc<AtomicBool>,
+}
+
+/// The admin endpoint (`/healthz`, `/readyz`, `/metrics`), serving from the moment it is started until the webhook
+/// stops: started first, so that probes get an answer (live, not ready) while the serving certificate is being set
+/// up, however slow the API server.
+pub struct Admin {
+    state: Arc<AdminState>,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Admin {
+    /// Binds `listen` and serves; `trusted` is the readiness flag of the certificate (true for files).
+    pub async fn start(listen: SocketAddr, lookup: Arc<dyn Lookup>, trusted: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AdminState {
+            lookup,
+            certs: std::sync::OnceLock::new(),
+            trusted,
+            accepting: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::default()),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = admin_router(state.clone());
+        let task = tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        });
+        Ok(Admin {
+            state,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for the server task.
+    async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.context("admin server task")?.context("admin server")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        // A webhook that failed to start: stop answering probes.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A webhook bound to its ports with its certificate loaded, ready to [`run`](Webhook::run).
 pub struct Webhook {
     admission: TcpListener,
-    admin: TcpListener,
+    admin: Admin,
     acceptor: TlsAcceptor,
     app: Router,
-    admin_app: Router,
     certs: Arc<CertStore>,
     manager: Option<Arc<CertManager>>,
     metrics: Arc<Metrics>,
@@ -153,26 +222,38 @@ impl Webhook {
         check_tenant(&args)?;
         let certs = CertStore::load(&args.tls_cert_file, &args.tls_key_file, provider.clone())
             .context("cannot load the serving certificate")?;
-        Self::bind_with(args, lookup, provider, certs, None).await
+        Self::bind_with(args, lookup, provider, certs, None, None).await
     }
 
-    /// Binds both ports to serve `certs`; with a `manager`, the certificate is self-managed (it keeps `certs` up
-    /// to date, and readiness waits for the caBundle to trust it).
+    /// Binds the admission port to serve `certs`, and the admin port unless `admin` already serves it; with a
+    /// `manager`, the certificate is self-managed (it keeps `certs` up to date, and readiness waits for the caBundle
+    /// to trust it).
     pub async fn bind_with(
         args: ServeArgs,
         lookup: Arc<dyn Lookup>,
         provider: Arc<CryptoProvider>,
         certs: Arc<CertStore>,
         manager: Option<Arc<CertManager>>,
+        admin: Option<Admin>,
     ) -> anyhow::Result<Self> {
         check_tenant(&args)?;
-        let trusted = manager
-            .as_ref()
-            .map_or_else(|| Arc::new(AtomicBool::new(true)), |m| m.trusted_flag());
         let tls = tls::server_config(certs.clone(), args.tls_min_version, provider)?;
-        let metrics = Arc::new(Metrics::default());
+        let admission = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = match admin {
+            Some(admin) => admin,
+            None => {
+                let trusted = manager
+                    .as_ref()
+                    .map_or_else(|| Arc::new(AtomicBool::new(true)), |m| m.trusted_flag());
+                Admin::start(args.admin_listen, lookup.clone(), trusted).await?
+            }
+        };
+        let _ = admin.state.certs.set(certs.clone());
+        let metrics = admin.state.metrics.clone();
         metrics.certificate_expiry.set(certs.not_after());
-        let shutting_down = Arc::new(AtomicBool::new(false));
+        let shutting_down = admin.state.shutting_down.clone();
 
         let app = admission_router(
             Arc::new(AppState {
@@ -183,25 +264,11 @@ impl Webhook {
             args.max_body_bytes,
             args.request_timeout,
         );
-        let admin_app = admin_router(Arc::new(AdminState {
-            lookup,
-            certs: certs.clone(),
-            trusted,
-            metrics: metrics.clone(),
-            shutting_down: shutting_down.clone(),
-        }));
-        let admission = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
         Ok(Webhook {
             admission,
             admin,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             app,
-            admin_app,
             certs,
             manager,
             metrics,
@@ -217,7 +284,7 @@ impl Webhook {
 
     /// Where the admin endpoint listens.
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
-        self.admin.local_addr()
+        Ok(self.admin.addr())
     }
 
     /// The certificate store, to follow reloads.
@@ -232,7 +299,6 @@ impl Webhook {
             admin,
             acceptor,
             app,
-            admin_app,
             certs,
             manager,
             metrics,
@@ -243,16 +309,10 @@ impl Webhook {
             Some(manager) => tokio::spawn(manager.run(certs, metrics)),
             None => tokio::spawn(tls::watch(certs, metrics, args.tls_poll_interval)),
         };
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(async move {
-            let stopped = async {
-                let _ = admin_stopped.await;
-            };
-            axum::serve(admin, admin_app).with_graceful_shutdown(stopped).await
-        });
+        admin.state.accepting.store(true, Ordering::Release);
         tracing::info!(
             listen = %admission.local_addr()?,
-            admin = %args.admin_listen,
+            admin = %admin.addr(),
             "serving admission requests"
         );
 
@@ -316,9 +376,7 @@ impl Webhook {
             }
         }
         cert_watch.abort();
-        let _ = admin_stop.send(());
-        admin_task.await.context("admin server task")?.context("admin server")?;
-        Ok(())
+        admin.shutdown().await
     }
 }
 
@@ -352,22 +410,27 @@ pub async fn shutdown_signal() {
 
 /// `wi-webhook serve`: connects to Kubernetes (KUBECONFIG or in-cluster), starts the caches, serves until a signal.
 pub async fn serve(args: ServeArgs, provider: Arc<CryptoProvider>) -> anyhow::Result<()> {
+    args.certs.check().map_err(anyhow::Error::msg)?;
     crate::telemetry::init(&args.log)?;
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster service account)")?;
     let (lookup, driver) = KubeLookup::start(client.clone());
     tokio::spawn(driver);
+    let lookup: Arc<dyn Lookup> = Arc::new(lookup);
     let webhook = match args.certs.cert_mode {
-        CertMode::Files => Webhook::bind(args, Arc::new(lookup), provider).await?,
+        CertMode::Files => Webhook::bind(args, lookup, provider).await?,
         CertMode::SelfManaged => {
             check_tenant(&args)?;
             let manager = Arc::new(CertManager::new(client, args.certs.clone()));
+            // Probes get answers while the Secret and caBundle are set up: live, not ready.
+            let admin = Admin::start(args.admin_listen, lookup.clone(), manager.trusted_flag()).await?;
+            tracing::info!(admin = %admin.addr(), "setting up the self-managed serving certificate");
             let certs = manager
                 .initial(provider.clone())
                 .await
                 .context("cannot set up self-managed certificates")?;
-            Webhook::bind_with(args, Arc::new(lookup), provider, certs, Some(manager)).await?
+            Webhook::bind_with(args, lookup, provider, certs, Some(manager), Some(admin)).await?
         }
     };
     webhook.run(shutdown_signal()).await
@@ -405,6 +468,14 @@ fn admin_router(state: Arc<AdminState>) -> Router {
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     if state.shutting_down.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if state.certs.get().is_none() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "setting up the serving certificate (the Secret and the caBundle)",
+        )
+            .into_response()
+    } else if !state.accepting.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "not accepting admission requests yet").into_response()
     } else if !state.lookup.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
     } else if !state.trusted.load(Ordering::Acquire) {
@@ -426,7 +497,9 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
             .get_or_create(&metrics::CacheLabels { kind })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    state.metrics.certificate_expiry.set(state.certs.not_after());
+    if let Some(certs) = state.certs.get() {
+        state.metrics.certificate_expiry.set(certs.not_after());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -15,7 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use super::metrics::{Metrics, ReloadLabels, ReloadResult};
+use super::metrics::{Metrics, ReloadResult};
 
 /// Why a certificate and key cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -254,22 +254,12 @@ pub fn reload_and_report(store: &CertStore, metrics: &Metrics) {
     match store.reload() {
         Ok(false) => {}
         Ok(true) => {
-            metrics
-                .certificate_reloads
-                .get_or_create(&ReloadLabels {
-                    result: ReloadResult::Success,
-                })
-                .inc();
+            metrics.reloaded(ReloadResult::Success);
             metrics.certificate_expiry.set(store.not_after());
             tracing::info!(not_after = store.not_after(), "serving a new certificate");
         }
         Err(error) => {
-            metrics
-                .certificate_reloads
-                .get_or_create(&ReloadLabels {
-                    result: ReloadResult::Failure,
-                })
-                .inc();
+            metrics.reloaded(ReloadResult::Failure);
             tracing::warn!(%error, "certificate files rejected; still serving the previous certificate");
         }
     }

@@ -188,6 +188,7 @@ async fn first_start_creates_the_secret_and_the_ca_bundle_and_a_second_replica_r
     assert_eq!(
         again,
         Reconciled {
+            reloaded: None,
             wrote_secret: false,
             patched_ca_bundle: false,
             trusted: true
@@ -320,4 +321,96 @@ fn secret_round_trip() {
             .to_string()
             .contains("ca-signing.key")
     );
+}
+
+/// A 4-minute certificate is renewed 160 s after it was made and a 6-minute CA gets its successor after 240 s: the
+/// lifetime counts from issuance, not from the `notBefore` backdated by 300 s (which renewed them after 60 s and
+/// 140 s, and a certificate of 150 s or less at every check).
+#[test]
+fn lifetimes_count_from_issuance_not_from_the_backdated_not_before() {
+    let policy = Policy {
+        dns_names: vec![NAME.to_owned()],
+        ca_lifetime: Duration::from_secs(360),
+        cert_lifetime: Duration::from_secs(240),
+        settle: Duration::from_secs(40),
+    };
+    let now = unix_now();
+    let bundle = plan(None, &[], &policy, now).unwrap().unwrap();
+    assert!(
+        plan(Some(&bundle), &[], &policy, now + 155).unwrap().is_none(),
+        "nothing is due 155 s after issuance"
+    );
+    let renewed = plan(Some(&bundle), &[], &policy, now + 165).unwrap().unwrap();
+    assert_ne!(
+        renewed.leaf, bundle.leaf,
+        "the certificate is due with less than 80 s left"
+    );
+    assert!(renewed.next.is_none(), "the CA is not due before 240 s");
+    let rolling = plan(Some(&renewed), &[], &policy, now + 245).unwrap().unwrap();
+    assert!(
+        rolling.next.is_some(),
+        "the CA gets its successor with less than 120 s left"
+    );
+
+    let short = Policy {
+        cert_lifetime: Duration::from_secs(120),
+        ca_lifetime: Duration::from_secs(3600),
+        ..policy
+    };
+    let bundle = plan(None, &[], &short, now).unwrap().unwrap();
+    for after in [5, 30, 75] {
+        assert!(
+            plan(Some(&bundle), &[], &short, now + after).unwrap().is_none(),
+            "a 120 s certificate is not due {after} s after issuance"
+        );
+    }
+    assert!(plan(Some(&bundle), &[], &short, now + 85).unwrap().is_some());
+}
+
+/// Self-managed renewals count in `wi_webhook_tls_certificate_reloads_total`, as file reloads do.
+#[tokio::test]
+async fn a_certificate_changed_in_the_secret_counts_as_a_reload() {
+    let fake = FakeApi::with_webhook_configuration();
+    let mut settings = args("10m", "5y", "365d");
+    settings.cert_check_interval = Duration::from_millis(50);
+    let manager = Arc::new(CertManager::new(fake.client(), settings));
+    let store = manager.initial(provider()).await.unwrap();
+    let first = store.leaf();
+    let metrics = Arc::new(super::super::metrics::Metrics::default());
+    let task = tokio::spawn(manager.clone().run(store.clone(), metrics.clone()));
+    // The Secret is deleted (or replaced by another replica): the next check writes and serves a new certificate.
+    fake.objects.lock().unwrap().remove(SECRET_PATH);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let counted = "wi_webhook_tls_certificate_reloads_total{result=\"success\"} 1\n";
+    while !metrics.encode().contains(counted) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload counted in 10 s:\n{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert_ne!(store.leaf(), first, "the new certificate is served");
+}
+
+#[rstest::rstest]
+#[case(&[], Ok(()))]
+#[case(&["--ca-rollover-settle", "40s", "--cert-check-interval", "5s", "--ca-lifetime", "6m", "--cert-lifetime", "4m"], Ok(()))]
+#[case(&["--ca-rollover-settle", "5s", "--cert-check-interval", "10s"], Err("--ca-rollover-settle (5s) must be at least --cert-check-interval (10s)"))]
+#[case(&["--cert-lifetime", "2m", "--cert-check-interval", "1m"], Err("--cert-lifetime (2m) must be at least three times --cert-check-interval (1m)"))]
+#[case(&["--ca-lifetime", "30m", "--ca-rollover-settle", "10m", "--cert-check-interval", "1m"], Err("--ca-lifetime (30m) must be at least three times --ca-rollover-settle plus --cert-check-interval (11m)"))]
+fn settings_that_would_break_trust_are_refused(#[case] flags: &[&str], #[case] expected: Result<(), &str>) {
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: CertArgs,
+    }
+    let argv = ["x", "--cert-mode", "self-managed"].iter().chain(flags);
+    let settings = <Wrapper as clap::Parser>::try_parse_from(argv).unwrap().args;
+    match (settings.check(), expected) {
+        (Ok(()), Ok(())) => {}
+        (Err(message), Err(part)) => assert!(message.contains(part), "{message}"),
+        (got, want) => panic!("{flags:?}: {got:?}, expected {want:?}"),
+    }
 }
