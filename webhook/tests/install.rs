@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
-use common::process::{WebhookProcess, http_get, report, webhook_binary};
+use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use common::{TENANT, eventually, provider};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -196,24 +196,9 @@ fn volume_names(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-/// One AdmissionReview straight to the webhook's HTTPS port, verified as the API server verifies it: the roots of
-/// the caBundle and the Service's DNS name.
+/// One AdmissionReview straight to the webhook's HTTPS port, verified as the API server verifies it.
 async fn admit_direct(addr: SocketAddr, roots: &[CertificateDer<'static>], review: &Value) -> Result<Value, String> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).map_err(|e| e.to_string())?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("wi-webhook.wi-system.svc").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
+    let tls = tls_connect(addr, roots).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;
@@ -234,6 +219,32 @@ async fn admit_direct(addr: SocketAddr, roots: &[CertificateDer<'static>], revie
         .map_err(|e| e.to_string())?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// A TLS connection to the webhook, verified as the API server verifies it: `roots` (a caBundle) and the Service's
+/// DNS name.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("wi-webhook.wi-system.svc").unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "TLS: no handshake in 10 s".to_owned())?
+    .map_err(|e| format!("TLS: {e}"))
 }
 
 /// The captured labelled pod's review, moved to `namespace` and run as `service_account`.
@@ -280,21 +291,51 @@ async fn ca_bundles(client: &kube::Client) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(envtest),
-    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
-)]
-async fn installed_from_the_manifests_behind_a_real_api_server() {
-    let mut plane = ControlPlane::start(Options {
+/// What the platform team's installation left: the control plane with `manifests/base` applied, and what the
+/// rendered Deployment runs.
+struct Installed {
+    plane: ControlPlane,
+    /// The admin's kubeconfig (kubectl).
+    admin: PathBuf,
+    namespace: String,
+    service: String,
+    /// The Deployment container's args, and its env with `KUBECONFIG` holding the ServiceAccount's token.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    https_port: u16,
+    admin_port: u16,
+}
+
+impl Installed {
+    /// An EndpointSlice of the webhook's Service: this host, `port`.
+    fn endpoint(&self, name: &str, port: u16) {
+        apply(
+            &self.admin,
+            &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": name, "namespace": self.namespace,
+                                 "labels": {"kubernetes.io/service-name": self.service,
+                                            "endpointslice.kubernetes.io/managed-by": "envtest"}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [host_address().to_string()], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}]})
+            .to_string(),
+        );
+    }
+}
+
+/// The installation steps 1 to 3 of the module docs; `settings` are config.env lines the overlay adds.
+async fn install(settings: &[(&str, &str)]) -> Installed {
+    let plane = ControlPlane::start(Options {
         aggregator_routing: true,
     })
     .await;
     let client = plane.client.clone();
     let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
     let work = plane.dir.path().to_owned();
-    let test_started = Instant::now();
-    let figure = |line: String| report("install", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
+    let settings: String = settings
+        .iter()
+        .map(|(name, value)| format!("      - {name}={value}\n"))
+        .collect();
 
     // 1. The platform team's install: config.env's tenant set in an overlay, the base applied.
     let base = render(
@@ -303,7 +344,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {{base}}\n\
              configMapGenerator:\n  - name: wi-webhook-config\n    behavior: merge\n    literals:\n      \
-             - WI_TENANT_ID={TENANT}\n"
+             - WI_TENANT_ID={TENANT}\n{settings}"
         ),
     );
     let docs = documents(&base);
@@ -363,8 +404,7 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
     let mut env = container_env(container, namespace, &docs);
     env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
 
-    // 3. The Service's endpoints: this host, the container's port.
-    let host = host_address();
+    // 3. The Service's endpoints: this host, the container's port (here, or each replica's, by the caller).
     let service = docs
         .iter()
         .find(|d| d["kind"] == "MutatingWebhookConfiguration")
@@ -372,19 +412,48 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         .as_str()
         .unwrap()
         .to_owned();
-    apply(
-        &admin,
-        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": format!("{service}-host"), "namespace": namespace,
-                             "labels": {"kubernetes.io/service-name": service,
-                                        "endpointslice.kubernetes.io/managed-by": "envtest"}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [host.to_string()], "conditions": {"ready": true}}],
-                "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}]})
-        .to_string(),
-    );
     // A cluster with the Secrets Store CSI driver has its CRD.
     apply(&admin, SECRET_PROVIDER_CLASS_CRD);
+
+    Installed {
+        namespace: namespace.to_owned(),
+        service,
+        args,
+        env,
+        https_port,
+        admin_port,
+        admin,
+        plane,
+    }
+}
+
+/// The tests below use the manifests' fixed ports on this host: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
+async fn installed_from_the_manifests_behind_a_real_api_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let installed = install(&[]).await;
+    let test_started = Instant::now();
+    let figure = |line: String| report("install", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
+    installed.endpoint("wi-webhook-host", installed.https_port);
+    let Installed {
+        mut plane,
+        admin,
+        namespace,
+        args,
+        env,
+        https_port,
+        admin_port,
+        ..
+    } = installed;
+    let namespace = namespace.as_str();
+    let client = plane.client.clone();
+    let work = plane.dir.path().to_owned();
 
     // 4. The webhook, as the Deployment runs it.
     let binary = webhook_binary();
@@ -717,4 +786,196 @@ async fn installed_from_the_manifests_behind_a_real_api_server() {
         "--log-format json writes JSON lines only:\n{log}"
     );
     figure(format!("pods checked: {pods_checked}; {} log lines", lines.len()));
+}
+
+/// Two replicas with short lifetimes (set in config.env, as a platform team would) and a fresh Secret, while pods
+/// are created continuously through two serving-certificate renewals and one CA rollover: no pod refused or left
+/// without its identity, the caBundle going [C1] -> [C1, C2] -> [C2, C1] -> [C2] without flapping, both replicas
+/// ready throughout and trusted by the live caBundle, every renewal counted in the reload metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
+async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Renewed 20 s after issuance; the CA's successor after 40 s, signing 6 s later, the old CA out 6 s after that.
+    let settings = [
+        ("WI_CERT_LIFETIME", "30s"),
+        ("WI_CA_LIFETIME", "60s"),
+        ("WI_CA_ROLLOVER_SETTLE", "6s"),
+        ("WI_CERT_CHECK_INTERVAL", "2s"),
+    ];
+    let installed = install(&settings).await;
+    let test_started = Instant::now();
+    let figure = |line: String| report("rotation", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
+    let client = installed.plane.client.clone();
+    let work = installed.plane.dir.path().to_owned();
+    let binary = webhook_binary();
+    let mut replicas = Vec::new();
+    for replica in 0..2 {
+        let (https, admin) = (free_port(), free_port());
+        installed.endpoint(&format!("wi-webhook-replica-{replica}"), https);
+        let mut env = installed.env.clone();
+        // Two pods would each have their own address; on one host, their own ports.
+        env.push(("WI_LISTEN".to_owned(), format!("0.0.0.0:{https}")));
+        env.push(("WI_ADMIN_LISTEN".to_owned(), format!("127.0.0.1:{admin}")));
+        let log = work.join(format!("replica-{replica}.log"));
+        let process = WebhookProcess::spawn(&binary, &installed.args, &env, &log);
+        let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        replicas.push((process, https, admin));
+    }
+    for (process, _, admin) in &mut replicas {
+        let ready = process
+            .wait_ready(*admin, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        figure(format!("replica ready {ready:.2?} after start"));
+    }
+    apply(
+        &installed.admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": APPS, "labels": {"azure.workload.identity/use": "true"}}})
+        .to_string(),
+    );
+    apply(
+        &installed.admin,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "app", "namespace": APPS,
+                             "annotations": {"azure.workload.identity/client-id": APP_CLIENT_ID}}})
+        .to_string(),
+    );
+
+    // Pods at about 5 per second until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creator = {
+        let (pods, stop) = (Api::<Pod>::namespaced(client.clone(), APPS), stop.clone());
+        tokio::spawn(async move {
+            let (mut created, mut refused, mut uninjected) = (0u32, Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let pod: Pod = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"generateName": "rotation-", "namespace": APPS},
+                    "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}}))
+                .unwrap();
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(pod) => {
+                        created += 1;
+                        if !env_of(&pod).contains_key("AZURE_FEDERATED_TOKEN_FILE") {
+                            uninjected.push(pod.metadata.name.unwrap_or_default());
+                        }
+                    }
+                    Err(error) => refused.push(error.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (created, refused, uninjected)
+        })
+    };
+
+    // Watch the caBundle, the Secret's certificate, readiness and TLS with the live bundle until the CA has rolled
+    // over and the certificate was renewed at least twice.
+    let mut cas: Vec<Vec<u8>> = Vec::new();
+    let mut sequence: Vec<Vec<String>> = Vec::new();
+    let mut leaves: Vec<Vec<u8>> = Vec::new();
+    let (mut unready, mut probes, mut probe_failures) = (Vec::new(), 0u32, Vec::new());
+    let secrets = Api::<Secret>::namespaced(client.clone(), &installed.namespace);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let done = |sequence: &[Vec<String>], leaves: &[Vec<u8>]| {
+        sequence.last().is_some_and(|last| last.len() == 1 && last[0] != "C1") && leaves.len() >= 4
+    };
+    while !done(&sequence, &leaves) {
+        assert!(
+            Instant::now() < deadline,
+            "no CA rollover and two renewals in 180 s: caBundle {sequence:?}, {} certificates",
+            leaves.len()
+        );
+        let bundles = ca_bundles(&client).await;
+        assert!(
+            bundles.windows(2).all(|w| w[0] == w[1]),
+            "the webhook entries' caBundles differ"
+        );
+        let roots = wi_webhook::server::certs::parse_bundle(&bundles[0]);
+        let state: Vec<String> = roots
+            .iter()
+            .map(|ca| {
+                let position = cas.iter().position(|c| c == ca.as_ref()).unwrap_or_else(|| {
+                    cas.push(ca.to_vec());
+                    cas.len() - 1
+                });
+                format!("C{}", position + 1)
+            })
+            .collect();
+        if sequence.last() != Some(&state) {
+            figure(format!("caBundle {state:?}"));
+            sequence.push(state);
+        }
+        if let Ok(secret) = secrets.get("wi-webhook-tls").await {
+            let crt = secret.data.unwrap_or_default()["tls.crt"].0.clone();
+            if leaves.last() != Some(&crt) {
+                leaves.push(crt);
+            }
+        }
+        for (replica, (_, https, admin)) in replicas.iter().enumerate() {
+            match http_get(*admin, "/readyz").await {
+                Some((http::StatusCode::OK, _)) => {}
+                other => unready.push(format!("replica {replica}: {other:?}")),
+            }
+            probes += 1;
+            if let Err(error) = tls_connect(*https, &roots).await {
+                probe_failures.push(format!("replica {replica}: {error}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (created, refused, uninjected) = creator.await.unwrap();
+
+    let expected: Vec<Vec<String>> = [vec!["C1"], vec!["C1", "C2"], vec!["C2", "C1"], vec!["C2"]]
+        .iter()
+        .map(|s| s.iter().map(|c| c.to_string()).collect())
+        .collect();
+    assert_eq!(sequence, expected, "the caBundle's sequence");
+    assert!(refused.is_empty(), "{} pods refused: {refused:?}", refused.len());
+    assert!(uninjected.is_empty(), "pods without the identity: {uninjected:?}");
+    assert!(unready.is_empty(), "a replica was unready: {unready:?}");
+    assert!(
+        probe_failures.is_empty(),
+        "TLS with the live caBundle failed: {probe_failures:?}"
+    );
+    let mut reloads = Vec::new();
+    let (mut writes, mut conflicts) = (0, 0);
+    for (process, _, admin) in &replicas {
+        let (_, metrics) = http_get(*admin, "/metrics").await.unwrap();
+        let counted: u64 = metrics
+            .lines()
+            .find(|l| l.starts_with("wi_webhook_tls_certificate_reloads_total{result=\"success\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        reloads.push(counted);
+        let log = process.log();
+        writes += log.matches("wrote the certificate Secret").count();
+        conflicts += log
+            .matches("another replica wrote the certificate Secret first")
+            .count();
+    }
+    let renewals = leaves.len() - 1;
+    assert!(
+        reloads.iter().all(|&n| n as usize >= renewals),
+        "each replica counts every certificate it took up: {reloads:?} for {renewals} renewals"
+    );
+    figure(format!(
+        "{created} pods created, 0 refused, 0 without the identity; {} certificates served ({renewals} renewals, \
+         one by the CA rollover); caBundle {} states; {probes} readiness checks and TLS probes with the live \
+         caBundle, 0 failed; reloads counted per replica {reloads:?}; Secret written {writes} times, {conflicts} \
+         write conflicts",
+        leaves.len(),
+        sequence.len()
+    ));
+    for (mut process, _, _) in replicas {
+        let exit = process.terminate(Duration::from_secs(60));
+        assert!(exit.success(), "exit {exit}:\n{}", process.log());
+    }
 }
