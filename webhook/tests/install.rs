@@ -324,11 +324,8 @@ impl Installed {
 }
 
 /// The installation steps 1 to 3 of the module docs; `settings` are config.env lines the overlay adds.
-async fn install(settings: &[(&str, &str)]) -> Installed {
-    let plane = ControlPlane::start(Options {
-        aggregator_routing: true,
-    })
-    .await;
+async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
+    let plane = ControlPlane::start(options).await;
     let client = plane.client.clone();
     let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
     let work = plane.dir.path().to_owned();
@@ -427,6 +424,12 @@ async fn install(settings: &[(&str, &str)]) -> Installed {
     }
 }
 
+/// The API server dials the webhook's Service at its EndpointSlices' addresses (there is no kube-proxy).
+const ROUTED: Options = Options {
+    aggregator_routing: true,
+    issuer_is_the_api_server: false,
+};
+
 /// The tests below use the manifests' fixed ports on this host: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -437,7 +440,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 )]
 async fn installed_from_the_manifests_behind_a_real_api_server() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let installed = install(&[]).await;
+    let installed = install(ROUTED, &[]).await;
     let test_started = Instant::now();
     let figure = |line: String| report("install", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
     installed.endpoint("wi-webhook-host", installed.https_port);
@@ -806,7 +809,7 @@ async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
         ("WI_CA_ROLLOVER_SETTLE", "6s"),
         ("WI_CERT_CHECK_INTERVAL", "2s"),
     ];
-    let installed = install(&settings).await;
+    let installed = install(ROUTED, &settings).await;
     let test_started = Instant::now();
     let figure = |line: String| report("rotation", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
     let client = installed.plane.client.clone();
@@ -978,4 +981,394 @@ async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
         let exit = process.terminate(Duration::from_secs(60));
         assert!(exit.success(), "exit {exit}:\n{}", process.log());
     }
+}
+
+/// `GET`/`POST`/`PUT` of JSON over HTTPS, trusting only the CA certificates in `ca_pem`. `url` is
+/// `https://IP:PORT/PATH`.
+async fn https_json(method: &str, url: &str, ca_pem: &[u8], body: Option<&Value>) -> (u16, Value) {
+    let rest = url.strip_prefix("https://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = authority.parse().unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        store.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {url}: {e}"));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(if path.is_empty() { "/" } else { path })
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// The binaries cargo built beside `wi-webhook` for the workspace's tests (`target/debug`).
+fn built(relative: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_wi-webhook")).parent().unwrap();
+    let path = dir.join(relative);
+    assert!(
+        path.is_file(),
+        "{} is not built: cargo test --workspace builds it (or cargo build -p wi-sidecar -p wi-testbed --bins \
+         -p wi-sdk --examples)",
+        path.display()
+    );
+    path
+}
+
+/// The token chain with no simulated identity: the real API server issues the mutated pod's projected token, the
+/// emulated Entra ID trusts that API server as the cluster's OIDC issuer (read from its discovery documents), the
+/// `wi-sidecar` binary runs with exactly the env of the stored, mutated pod (`secrets-delivery: sidecar`) and writes
+/// the secret, and a `wi-sdk` app (the `watch_dir` example) reads it and sees a rotation. A token of another
+/// ServiceAccount is refused with AADSTS700213.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
+async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
+    const TENANT_ID: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
+    const VAULT: &str = "kv-techventure-001";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let test_started = Instant::now();
+    let figure = |line: String| report("token chain", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
+
+    // Entra ID and Key Vault: the emulator, as a process.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut emulator = tokio::process::Command::new(built("wi-emulator"))
+        .args(["--vault", VAULT, "--tenant-id", TENANT_ID])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(scratch.path().join("emulator.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut stdout = tokio::io::BufReader::new(emulator.stdout.take().unwrap());
+        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first))
+            .await
+            .expect("wi-emulator printed no ready line in 30 s")
+            .unwrap();
+    }
+    let endpoints: Value = serde_json::from_str(&first).unwrap();
+    let authority = endpoints["authority_host"].as_str().unwrap().to_owned();
+    let entra_admin = endpoints["admin"].as_str().unwrap().to_owned();
+    let vault_url = endpoints["vaults"][VAULT].as_str().unwrap().to_owned();
+    let emulator_ca_file = endpoints["ca_file"].as_str().unwrap().to_owned();
+    let emulator_ca = std::fs::read(&emulator_ca_file).unwrap();
+
+    // The cluster's webhook, configured for this cloud in config.env; sidecars rotate every second.
+    let sidecar_env =
+        format!("WI_VAULT_URL_TEMPLATE={vault_url},WI_CA_FILE={emulator_ca_file},WI_VERIFY_CHALLENGE_RESOURCE=false");
+    let installed = install(
+        Options {
+            aggregator_routing: true,
+            issuer_is_the_api_server: true,
+        },
+        &[
+            ("WI_CLOUD", &authority),
+            ("WI_SIDECAR_ENV", &sidecar_env),
+            ("WI_SIDECAR_ROTATION_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    installed.endpoint("wi-webhook-host", installed.https_port);
+    let client = installed.plane.client.clone();
+    let work = installed.plane.dir.path().to_owned();
+    let mut webhook = WebhookProcess::spawn(
+        &webhook_binary(),
+        &installed.args,
+        &installed.env,
+        &work.join("wi-webhook.log"),
+    );
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", installed.admin_port).parse().unwrap();
+    webhook
+        .wait_ready(admin_addr, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Entra ID trusts the cluster's issuer as it would: from the issuer's public discovery documents.
+    let issuer = installed.plane.url();
+    let api_ca = installed.plane.ca_pem();
+    let (status, discovery) = https_json(
+        "GET",
+        &format!("{issuer}/.well-known/openid-configuration"),
+        &api_ca,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "anonymous discovery: {discovery}");
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_owned();
+    let (status, jwks) = https_json("GET", &jwks_uri, &api_ca, None).await;
+    assert_eq!(status, 200, "{jwks}");
+    let entra = |method: &'static str, path: String, body: Value| {
+        let (url, ca) = (format!("{entra_admin}{path}"), emulator_ca.clone());
+        async move {
+            let (status, answer) = https_json(method, &url, &ca, Some(&body)).await;
+            assert!((200..300).contains(&status), "{method} {url}: {status} {answer}");
+            answer
+        }
+    };
+    entra(
+        "POST",
+        "/trusted-issuers".into(),
+        json!({"issuer": issuer, "jwks": jwks}),
+    )
+    .await;
+    let identity = entra(
+        "POST",
+        "/identities".into(),
+        json!({"name": "mi-aks-workload", "tenant_id": TENANT_ID}),
+    )
+    .await;
+    let client_id = identity["client_id"].as_str().unwrap().to_owned();
+    let subject = format!("system:serviceaccount:{APPS}:my-app-sa");
+    entra(
+        "POST",
+        format!("/identities/{client_id}/federated-credentials"),
+        json!({"issuer": issuer, "subject": subject}),
+    )
+    .await;
+    entra(
+        "POST",
+        format!("/vaults/{VAULT}/access"),
+        json!({"principal_id": identity["principal_id"], "permissions": ["get"]}),
+    )
+    .await;
+    entra(
+        "PUT",
+        format!("/vaults/{VAULT}/secrets/MyWebAppSecret"),
+        json!({"value": "SuperSecureValue123!"}),
+    )
+    .await;
+    figure(format!(
+        "issuer {issuer} trusted by the emulated Entra ID through {jwks_uri}; identity {client_id} federated with {subject}"
+    ));
+
+    // The app team: a labelled namespace, the ServiceAccount, the class, a pod asking for the sidecar.
+    apply(
+        &installed.admin,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {APPS}\n  labels:\n    azure.workload.identity/use: \"true\"\n\
+             ---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: my-app-sa\n  namespace: {APPS}\n  annotations:\n    \
+             azure.workload.identity/client-id: {client_id}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  \
+             name: other-sa\n  namespace: {APPS}\n---\napiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+             metadata:\n  name: kv-techventure-secrets\n  namespace: {APPS}\nspec:\n  provider: azure\n  parameters:\n    \
+             clientID: {client_id}\n    keyvaultName: {VAULT}\n    tenantId: {TENANT_ID}\n    objects: |\n      array:\n        \
+             - |\n          objectName: MyWebAppSecret\n          objectType: secret\n"
+        ),
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), APPS);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "my-web-app", "namespace": APPS,
+                     "annotations": {"workload-identity.rs/secret-provider-class": "kv-techventure-secrets",
+                                     "workload-identity.rs/secrets-delivery": "sidecar"}},
+        "spec": {"serviceAccountName": "my-app-sa", "containers": [{"name": "app", "image": "busybox"}]}}))
+    .unwrap();
+    let mut stored = None;
+    let created = eventually(Duration::from_secs(30), async || {
+        stored = pods.create(&PostParams::default(), &pod).await.ok();
+        stored.is_some()
+    })
+    .await;
+    assert!(created, "the pod was not admitted:\n{}", webhook.log());
+    let stored = serde_json::to_value(stored.unwrap()).unwrap();
+    let sidecar = stored["spec"]["initContainers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "wi-sidecar"))
+        .unwrap_or_else(|| panic!("no wi-sidecar in the stored pod: {stored}"))
+        .clone();
+
+    // Kubelet's part: the projected token from the API server (TokenRequest with the volume's audience and
+    // lifetime, bound to the pod), volumes as directories, the env with mount paths mapped.
+    let volumes = work.join("pod-volumes");
+    let token_source = stored["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "azure-identity-token"))
+        .map(|v| v["projected"]["sources"][0]["serviceAccountToken"].clone())
+        .expect("the token volume");
+    let request_token = |account: &'static str| {
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), APPS);
+        let (audience, lifetime) = (
+            token_source["audience"].as_str().unwrap().to_owned(),
+            token_source["expirationSeconds"].as_i64().unwrap(),
+        );
+        let bound = (stored["metadata"]["name"].clone(), stored["metadata"]["uid"].clone());
+        async move {
+            let mut spec = json!({"audiences": [audience], "expirationSeconds": lifetime});
+            // Bound to the pod, as kubelet asks; the API server binds only a token of the pod's own account.
+            if account == "my-app-sa" {
+                spec["boundObjectRef"] = json!({"apiVersion": "v1", "kind": "Pod", "name": bound.0, "uid": bound.1});
+            }
+            let request: TokenRequest = serde_json::from_value(json!({"spec": spec})).unwrap();
+            accounts
+                .create_token_request(account, &PostParams::default(), &request)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.token)
+                .expect("a token")
+        }
+    };
+    let token_dir = volumes.join("azure-identity-token");
+    std::fs::create_dir_all(&token_dir).unwrap();
+    let token_file = token_dir.join(token_source["path"].as_str().unwrap());
+    std::fs::write(&token_file, request_token("my-app-sa").await).unwrap();
+    let secrets_dir = volumes.join("wi-secrets-store");
+    std::fs::create_dir_all(&secrets_dir).unwrap();
+    let mapped = |value: &str| -> String {
+        for mount in sidecar["volumeMounts"].as_array().into_iter().flatten() {
+            let (path, name) = (mount["mountPath"].as_str().unwrap(), mount["name"].as_str().unwrap());
+            if let Some(rest) = value.strip_prefix(path)
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return format!("{}{rest}", volumes.join(name).display());
+            }
+        }
+        value.to_owned()
+    };
+    let env: Vec<(String, String)> = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                mapped(e["value"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let args: Vec<String> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let probe_port = sidecar["startupProbe"]["httpGet"]["port"].as_u64().unwrap();
+    let sidecar_binary = built("wi-sidecar");
+    let mut sidecar_process = tokio::process::Command::new(&sidecar_binary)
+        .args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("wi-sidecar.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let probe: SocketAddr = format!("127.0.0.1:{probe_port}").parse().unwrap();
+    let synced = eventually(Duration::from_secs(30), async || {
+        http_get(probe, "/readyz")
+            .await
+            .is_some_and(|(status, _)| status == http::StatusCode::OK)
+    })
+    .await;
+    let sidecar_log = || std::fs::read_to_string(work.join("wi-sidecar.log")).unwrap_or_default();
+    assert!(synced, "the sidecar's startup probe never passed:\n{}", sidecar_log());
+    assert_eq!(
+        std::fs::read_to_string(secrets_dir.join("MyWebAppSecret")).unwrap(),
+        "SuperSecureValue123!"
+    );
+    figure(format!(
+        "{} {} with the stored pod's {} env vars and a TokenRequest token (audience {}, {} s): startup probe passed, \
+         MyWebAppSecret written",
+        sidecar_binary.display(),
+        args.join(" "),
+        env.len(),
+        token_source["audience"],
+        token_source["expirationSeconds"]
+    ));
+
+    // The app: wi-sdk's watch_dir example prints a line (file hashes) per snapshot.
+    let app_binary = built("examples/watch_dir");
+    let mut app = tokio::process::Command::new(&app_binary)
+        .arg(&secrets_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = {
+        use tokio::io::AsyncBufReadExt as _;
+        tokio::io::BufReader::new(app.stdout.take().unwrap()).lines()
+    };
+    let sha = |text: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    let mut wait_for = async |value: &str| {
+        let want = sha(value);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let snapshot: Value = serde_json::from_str(&line).unwrap();
+                if snapshot["files"]["MyWebAppSecret"] == want.as_str() {
+                    return snapshot["generation"].as_u64().unwrap();
+                }
+            }
+            panic!("the app exited")
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the app never saw {value:?}; sidecar:\n{}", sidecar_log()))
+    };
+    let first_generation = wait_for("SuperSecureValue123!").await;
+    entra(
+        "PUT",
+        format!("/vaults/{VAULT}/secrets/MyWebAppSecret"),
+        json!({"value": "RotatedSecureValue456!"}),
+    )
+    .await;
+    let rotated_at = Instant::now();
+    let rotated_generation = wait_for("RotatedSecureValue456!").await;
+    assert!(rotated_generation > first_generation);
+    figure(format!(
+        "{} saw generation {first_generation}, then the rotation as generation {rotated_generation} {:.1?} after \
+         the new version, without a restart",
+        app_binary.display(),
+        rotated_at.elapsed()
+    ));
+    let _ = sidecar_process.kill().await;
+
+    // A token of another ServiceAccount: no federated credential names its subject.
+    std::fs::write(&token_file, request_token("other-sa").await).unwrap();
+    let refused = tokio::process::Command::new(&sidecar_binary)
+        .arg("once")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AADSTS700213"), "{stderr}");
+    assert!(!stderr.contains("RotatedSecureValue456!"), "{stderr}");
+    figure(format!(
+        "a token of {APPS}/other-sa refused: {}",
+        stderr
+            .lines()
+            .find(|l| l.contains("AADSTS700213"))
+            .unwrap_or_default()
+            .trim()
+    ));
+    let exit = webhook.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "exit {exit}:\n{}", webhook.log());
+    drop(emulator);
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::encoding::AsDer as _;
+use base64::Engine as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 
@@ -78,6 +80,10 @@ pub struct Options {
     /// `--enable-aggregator-routing=true`: webhooks registered by Service are dialled at the Service's endpoint
     /// addresses (there is no kube-proxy here).
     pub aggregator_routing: bool,
+    /// The service account issuer is the API server's own URL (`https://127.0.0.1:PORT`), whose
+    /// `/.well-known/openid-configuration` and `/openid/v1/jwks` anyone may read, as on AKS with the OIDC issuer
+    /// enabled; otherwise `https://kubernetes.default.svc`.
+    pub issuer_is_the_api_server: bool,
 }
 
 /// etcd and kube-apiserver, with an admin client (a `system:masters` token).
@@ -97,6 +103,9 @@ pub const ADMIN_TOKEN: &str = "envtest-admin-token";
 
 impl ControlPlane {
     pub async fn start(options: Options) -> Self {
+        // As wi-webhook's main does: in a workspace build rustls has both ring and aws-lc-rs, and the clients
+        // below would not know which to use.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let assets = assets();
         let dir = tempfile::tempdir().unwrap();
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
@@ -111,10 +120,17 @@ impl ControlPlane {
             ],
             &dir.path().join("etcd.log"),
         );
+        // RSA, as AKS and kubeadm sign service account tokens (RS256: what Entra ID's token exchange accepts).
         // Kubernetes reads the verification key as a public key (a private key there is refused at start).
-        let sa_key = rcgen::KeyPair::generate().unwrap();
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 = rsa.as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        );
+        let sa_key = rcgen::KeyPair::from_pem(&pem).unwrap();
         let (sa_key_path, sa_pub_path) = (dir.path().join("sa.key"), dir.path().join("sa.pub"));
-        std::fs::write(&sa_key_path, sa_key.serialize_pem()).unwrap();
+        std::fs::write(&sa_key_path, &pem).unwrap();
         std::fs::write(&sa_pub_path, sa_key.public_key_pem()).unwrap();
         let tokens = dir.path().join("tokens.csv");
         std::fs::write(&tokens, format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n")).unwrap();
@@ -125,12 +141,25 @@ impl ControlPlane {
             format!("--cert-dir={}", dir.path().join("certs").display()),
             format!("--token-auth-file={}", tokens.display()),
             "--authorization-mode=RBAC".to_owned(),
-            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+            format!(
+                "--service-account-issuer={}",
+                if options.issuer_is_the_api_server {
+                    format!("https://127.0.0.1:{api_port}")
+                } else {
+                    "https://kubernetes.default.svc".to_owned()
+                }
+            ),
             format!("--service-account-key-file={}", sa_pub_path.display()),
             format!("--service-account-signing-key-file={}", sa_key_path.display()),
             "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
             "--enable-priority-and-fairness=false".to_owned(),
         ];
+        if options.issuer_is_the_api_server {
+            // Otherwise the discovery document points at the advertised (host) address.
+            apiserver_args.push(format!(
+                "--service-account-jwks-uri=https://127.0.0.1:{api_port}/openid/v1/jwks"
+            ));
+        }
         if options.aggregator_routing {
             apiserver_args.push("--enable-aggregator-routing=true".to_owned());
         }
@@ -149,7 +178,26 @@ impl ControlPlane {
             dir,
         };
         plane.start_apiserver().await;
+        if options.issuer_is_the_api_server {
+            // The discovery documents are public, as an OIDC issuer's must be for Entra ID to read them.
+            let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "service-account-issuer-discovery-public"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:service-account-issuer-discovery"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+            }))
+            .unwrap();
+            Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(plane.client.clone())
+                .create(&Default::default(), &binding)
+                .await
+                .unwrap();
+        }
         plane
+    }
+
+    /// The API server's CA (its self-signed serving certificate and CA), PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("certs/apiserver.crt")).unwrap()
     }
 
     fn log(&self, name: &str) -> String {
