@@ -17,6 +17,24 @@ use common::process::{WebhookProcess, free_port, http_get, report, webhook_binar
 use common::*;
 use serde_json::Value;
 
+/// `serve` on 127.0.0.1 ports with the tenant, as a user types it, and `extra`.
+fn serve_args(listen: u16, admin: u16, extra: &[&str]) -> Vec<String> {
+    let (listen, admin) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
+    [
+        "serve",
+        "--tenant-id",
+        TENANT,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
     let api = fake_api(10).await;
@@ -25,24 +43,9 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
     install_leaf(dir.path(), &pki.leaf());
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
     let (listen, admin) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "serve",
-        "--tenant-id",
-        TENANT,
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "--tls-cert-file".to_owned(),
-        dir.path().join("tls.crt").display().to_string(),
-        "--tls-key-file".to_owned(),
-        dir.path().join("tls.key").display().to_string(),
-    ])
-    .collect();
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let args = serve_args(listen, admin, &["--tls-cert-file", &cert, "--tls-key-file", &key]);
     let env = [(
         "KUBECONFIG".to_owned(),
         dir.path().join("kubeconfig").display().to_string(),
@@ -122,20 +125,7 @@ async fn self_managed_serve_answers_probes_while_the_api_server_is_slow() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
     let (listen, admin) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "serve",
-        "--cert-mode",
-        "self-managed",
-        "--tenant-id",
-        TENANT,
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = serve_args(listen, admin, &["--cert-mode", "self-managed"]);
     let env = [(
         "KUBECONFIG".to_owned(),
         dir.path().join("kubeconfig").display().to_string(),
