@@ -333,19 +333,23 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
         warn_secret_provider_class(plan, inputs.secret_provider_class, sa, client_id, &mut warnings);
     }
 
+    let (old_marker, marker_warning) = read_marker(annotations.get(INJECTED_ANNOTATION));
+    warnings.extend(marker_warning);
+
+    // The token file: ours, or where the pod's own token volume puts it (a pod written for upstream may name the
+    // file otherwise); AZURE_FEDERATED_TOKEN_FILE must name a file that exists.
+    let token_file_name = own_token_file_name(spec, &old_marker, &config.audience);
+    let token_file_path = format!("{TOKEN_MOUNT_PATH}/{token_file_name}");
     let authority_host = config.cloud.authority_host();
     let desired_env: Vec<(&str, &str)> = [
         (ENV_CLIENT_ID, client_id),
         (ENV_TENANT_ID, tenant_id),
-        (ENV_FEDERATED_TOKEN_FILE, Some(TOKEN_FILE_PATH)),
+        (ENV_FEDERATED_TOKEN_FILE, Some(token_file_path.as_str())),
         (ENV_AUTHORITY_HOST, Some(authority_host.as_str())),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| (name, v)))
     .collect();
-
-    let (old_marker, marker_warning) = read_marker(annotations.get(INJECTED_ANNOTATION));
-    warnings.extend(marker_warning);
     let mut marker = Marker::default();
     let mut ops = Ops::default();
 
@@ -375,7 +379,16 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
         }
         let targeted = !skip.contains(container.name);
         if targeted {
-            inject_env(container, &desired_env, &old_marker, &mut marker, &mut ops)?;
+            // A container that mounts the token volume itself sees the file under its own mount path.
+            let own_path = own_token_mount(container, &old_marker, &token_file_name, &mut warnings);
+            let env: Vec<(&str, &str)> = desired_env
+                .iter()
+                .map(|&(name, value)| match &own_path {
+                    Some(path) if name == ENV_FEDERATED_TOKEN_FILE => (name, path.as_str()),
+                    _ => (name, value),
+                })
+                .collect();
+            inject_env(container, &env, &old_marker, &mut marker, &mut ops)?;
             inject_mount(
                 container,
                 &token_mount,
@@ -543,9 +556,10 @@ fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRef<'_>>, Den
 }
 
 fn token_expiration(annotations: &BTreeMap<String, String>, sa: &ServiceAccount) -> Result<i64, Denial> {
+    // An empty value is no value, as upstream reads it: the pod's falls back to the ServiceAccount's, then the default.
     let (on, value) = match (
-        annotations.get(TOKEN_EXPIRATION_ANNOTATION),
-        sa.annotations.get(TOKEN_EXPIRATION_ANNOTATION),
+        non_empty(annotations.get(TOKEN_EXPIRATION_ANNOTATION)),
+        non_empty(sa.annotations.get(TOKEN_EXPIRATION_ANNOTATION)),
     ) {
         (Some(v), _) => ("pod".to_owned(), v),
         (None, Some(v)) => (format!("ServiceAccount {}/{}", sa.namespace, sa.name), v),
@@ -558,7 +572,7 @@ fn token_expiration(annotations: &BTreeMap<String, String>, sa: &ServiceAccount)
         .filter(|s| (MIN_TOKEN_EXPIRATION..=MAX_TOKEN_EXPIRATION).contains(s))
         .ok_or_else(|| Denial::InvalidTokenExpiration {
             on,
-            value: value.clone(),
+            value: value.to_owned(),
         })
 }
 
@@ -1212,6 +1226,63 @@ fn reserved_name(want: &Value) -> &'static str {
     }
 }
 
+/// The file name of the token in the pod's own `azure-identity-token` volume (one the webhook did not inject): the
+/// `path` of its service account token source for `audience`. [`TOKEN_FILE`] otherwise.
+fn own_token_file_name(spec: &Map<String, Value>, old: &Marker, audience: &str) -> String {
+    if old.volumes.contains(TOKEN_VOLUME) {
+        return TOKEN_FILE.to_owned();
+    }
+    spec.get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("name").and_then(Value::as_str) == Some(TOKEN_VOLUME))
+        .filter_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|source| source.get("serviceAccountToken"))
+        .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))
+        .and_then(|token| token.get("path").and_then(Value::as_str))
+        .map(|path| path.trim_matches('/'))
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| TOKEN_FILE.to_owned(), str::to_owned)
+}
+
+/// Where the container sees the token when it mounts the token volume itself (a mount the webhook did not inject):
+/// under its own mount path, or the mount path itself for a `subPath` mount of the file. `None`: at
+/// [`TOKEN_MOUNT_PATH`], the webhook's mount.
+fn own_token_mount(
+    container: &ContainerRef<'_>,
+    old: &Marker,
+    file_name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    if old.owns_mount(container.name, TOKEN_VOLUME) {
+        return None;
+    }
+    let mount = container
+        .object
+        .get("volumeMounts")
+        .and_then(Value::as_array)?
+        .get(mount_index(container.object, TOKEN_VOLUME)?)?;
+    let path = mount.get("mountPath").and_then(Value::as_str)?.trim_end_matches('/');
+    match mount
+        .get("subPath")
+        .and_then(Value::as_str)
+        .map(|p| p.trim_matches('/'))
+    {
+        None | Some("") => Some(format!("{path}/{file_name}")),
+        Some(sub) if sub == file_name => Some(path.to_owned()),
+        Some(sub) => {
+            warnings.push(format!(
+                "container {:?} mounts {sub:?} of {TOKEN_VOLUME}, which holds the token as {file_name:?}: the token \
+                 is not in that mount, Azure SDKs will fail to sign in",
+                container.name
+            ));
+            None
+        }
+    }
+}
+
 fn mount_index(container: &Map<String, Value>, volume: &str) -> Option<usize> {
     container
         .get("volumeMounts")
@@ -1617,6 +1688,9 @@ mod tests {
     #[case(json!({TOKEN_EXPIRATION_ANNOTATION: "7200"}), &[], 7200)]
     #[case(json!({}), &[(TOKEN_EXPIRATION_ANNOTATION, "86400")], 86400)]
     #[case(json!({TOKEN_EXPIRATION_ANNOTATION: "3600"}), &[(TOKEN_EXPIRATION_ANNOTATION, "86400")], 3600)]
+    // Empty is absent, as upstream reads it: the ServiceAccount's, then the default.
+    #[case(json!({TOKEN_EXPIRATION_ANNOTATION: ""}), &[(TOKEN_EXPIRATION_ANNOTATION, "7200")], 7200)]
+    #[case(json!({TOKEN_EXPIRATION_ANNOTATION: " "}), &[(TOKEN_EXPIRATION_ANNOTATION, "")], 3600)]
     fn token_expiration_from_pod_then_sa(
         #[case] annotations: Value,
         #[case] sa_annotations: &[(&str, &str)],
@@ -2102,6 +2176,65 @@ mod tests {
             p["spec"]["containers"][0]["volumeMounts"]
         );
         assert_eq!(env_of(&out, 0).len(), 4);
+    }
+
+    /// A pod's own token volume naming the file otherwise (upstream's test pod uses `my-projected-volume`): kept, and
+    /// AZURE_FEDERATED_TOKEN_FILE names the file each container really sees, under the webhook's mount, under the
+    /// container's own mount, or at a `subPath` mount of the file itself. Upstream points at its constant path, a file
+    /// that does not exist then.
+    #[test]
+    fn the_token_env_names_the_file_of_the_pods_own_token_volume() {
+        let mut p = pod(
+            json!({}),
+            json!([{"name": "plain"},
+                   {"name": "mounted", "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/tokens"}]},
+                   {"name": "file", "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": "/token", "subPath": "my-projected-volume"}]}]),
+        );
+        p["spec"]["volumes"] = json!([{"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": DEFAULT_AUDIENCE, "expirationSeconds": 3600, "path": "my-projected-volume"}}]}}]);
+        let m = run(&p, &annotated_sa(), None).unwrap();
+        let out = apply(&p, &m);
+        assert_eq!(out["spec"]["volumes"], p["spec"]["volumes"], "the pod's volume is kept");
+        let token_file = |i: usize| {
+            env_of(&out, i)
+                .into_iter()
+                .find(|(name, _)| name == ENV_FEDERATED_TOKEN_FILE)
+                .map(|(_, value)| value)
+        };
+        assert_eq!(
+            token_file(0).as_deref(),
+            Some("/var/run/secrets/azure/tokens/my-projected-volume")
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["volumeMounts"],
+            json!([{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true}])
+        );
+        assert_eq!(
+            token_file(1).as_deref(),
+            Some("/var/run/secrets/tokens/my-projected-volume")
+        );
+        assert_eq!(token_file(2).as_deref(), Some("/token"));
+        assert!(
+            run(&out, &annotated_sa(), None).unwrap().patch.0.is_empty(),
+            "a second pass adds nothing"
+        );
+    }
+
+    #[test]
+    fn a_subpath_mount_of_another_file_of_the_token_volume_is_warned_about() {
+        let mut p = pod(
+            json!({}),
+            json!([{"name": "app", "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": "/ca.crt", "subPath": "ca.crt"}]}]),
+        );
+        p["spec"]["volumes"] = json!([{"name": TOKEN_VOLUME, "projected": {"sources": [
+            {"serviceAccountToken": {"audience": DEFAULT_AUDIENCE, "expirationSeconds": 3600, "path": TOKEN_FILE}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}]);
+        let m = run(&p, &annotated_sa(), None).unwrap();
+        assert!(
+            m.warnings.iter().any(|w| w.contains("the token is not in that mount")),
+            "{:?}",
+            m.warnings
+        );
     }
 
     #[test]

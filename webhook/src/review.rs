@@ -37,6 +37,9 @@ pub enum ReviewError {
     /// `request` lacks a field or has one of the wrong type.
     #[error("the AdmissionReview request is invalid: {0}")]
     InvalidRequest(#[source] serde_json::Error),
+    /// A pod CREATE whose `request.object` is not a JSON object (upstream answers 400 too: it cannot decode a Pod).
+    #[error("request.object of a pod CREATE is {0}, not a Pod")]
+    ObjectNotAPod(&'static str),
 }
 
 /// Group, version and kind of the object under review.
@@ -104,6 +107,30 @@ pub struct PodCreate<'a> {
     pub secret_provider_class: Option<&'a str>,
 }
 
+/// Whether the request creates a pod (not a subresource): the only request the webhook mutates.
+fn is_pod_create(r: &AdmissionRequest) -> bool {
+    r.kind.group.is_empty()
+        && r.kind.version == "v1"
+        && r.kind.kind == "Pod"
+        && r.operation == "CREATE"
+        && r.sub_resource.as_deref().is_none_or(str::is_empty)
+}
+
+/// A pod CREATE must carry the pod as an object: one that does not is refused (400), never allowed unchanged.
+fn check_object(request: &AdmissionRequest) -> Result<(), ReviewError> {
+    if !is_pod_create(request) {
+        return Ok(());
+    }
+    match &request.object {
+        Some(Value::Object(_)) => Ok(()),
+        None | Some(Value::Null) => Err(ReviewError::ObjectNotAPod("missing")),
+        Some(Value::String(_)) => Err(ReviewError::ObjectNotAPod("a string")),
+        Some(Value::Array(_)) => Err(ReviewError::ObjectNotAPod("a list")),
+        Some(Value::Number(_)) => Err(ReviewError::ObjectNotAPod("a number")),
+        Some(Value::Bool(_)) => Err(ReviewError::ObjectNotAPod("a boolean")),
+    }
+}
+
 impl AdmissionReview {
     /// Parses a request body. The request is read straight from the bytes (the envelope first, as raw JSON), so
     /// the pod is parsed once.
@@ -136,6 +163,7 @@ impl AdmissionReview {
             .filter(|r| r.get() != "null")
             .ok_or(ReviewError::NoRequest)?;
         let request = serde_json::from_str(raw.get()).map_err(ReviewError::InvalidRequest)?;
+        check_object(&request)?;
         Ok(AdmissionReview { api_version, request })
     }
 
@@ -152,17 +180,17 @@ impl AdmissionReview {
             None | Some(Value::Null) => return Err(ReviewError::NoRequest),
             Some(request) => serde_json::from_value(request).map_err(ReviewError::InvalidRequest)?,
         };
+        check_object(&request)?;
         Ok(AdmissionReview { api_version, request })
     }
 
     /// The pod, when this is a pod CREATE (the only request the webhook mutates). Anything else is allowed
     /// unchanged.
     pub fn pod_create(&self) -> Option<PodCreate<'_>> {
-        let r = &self.request;
-        let is_pod = r.kind.group.is_empty() && r.kind.version == "v1" && r.kind.kind == "Pod";
-        if !is_pod || r.operation != "CREATE" || r.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        if !is_pod_create(&self.request) {
             return None;
         }
+        let r = &self.request;
         let pod = r.object.as_ref().filter(|o| o.is_object())?;
         let meta = |key: &str| pod.pointer(&format!("/metadata/{key}")).and_then(Value::as_str);
         let namespace = r
@@ -351,7 +379,8 @@ mod tests {
     fn responses_echo_api_version_kind_and_uid(#[case] api_version: &str) {
         let parsed = AdmissionReview::from_value(review(
             api_version,
-            json!({"uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE"}),
+            json!({"uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                   "object": {}}),
         ))
         .unwrap();
         let denied = parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar")));
@@ -366,6 +395,37 @@ mod tests {
                 .unwrap()
                 .contains("sidecar")
         );
+    }
+
+    /// A pod CREATE whose object is not an object is a bad request (400), as upstream answers, not an allowed pod.
+    #[rstest]
+    #[case(Some(json!("a pod")), Err("is a string, not a Pod"))]
+    #[case(Some(json!(42)), Err("is a number, not a Pod"))]
+    #[case(Some(Value::Null), Err("is missing, not a Pod"))]
+    #[case(None, Err("is missing, not a Pod"))]
+    #[case(Some(json!({"metadata": {"name": "x"}})), Ok(()))]
+    fn a_pod_create_needs_a_pod_object(#[case] object: Option<Value>, #[case] expected: Result<(), &str>) {
+        let mut request = json!({"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                                 "operation": "CREATE"});
+        if let Some(object) = object {
+            request["object"] = object;
+        }
+        let body = review("admission.k8s.io/v1", request);
+        let bytes = serde_json::to_vec(&body).unwrap();
+        for parsed in [AdmissionReview::from_value(body), AdmissionReview::parse(&bytes)] {
+            match (parsed, expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(error), Err(part)) => assert!(error.to_string().contains(part), "{error}"),
+                (got, want) => panic!("{:?}, expected {want:?}", got.map(|_| ())),
+            }
+        }
+        // Anything but a pod CREATE is not read, whatever its object.
+        let delete = review(
+            "admission.k8s.io/v1",
+            json!({"uid": "u2", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "DELETE",
+                   "object": "gone"}),
+        );
+        assert!(AdmissionReview::from_value(delete).is_ok());
     }
 
     #[test]
