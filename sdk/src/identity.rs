@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use wi_contract::{ENV_AUTHORITY_HOST, ENV_CLIENT_ID, ENV_FEDERATED_TOKEN_FILE, ENV_TENANT_ID};
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, Transport};
@@ -82,14 +83,14 @@ pub fn from_vars_with(
     cloud: &CloudOptions,
 ) -> Result<Arc<WorkloadIdentityCredential>, IdentityError> {
     let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let client_id = get("AZURE_CLIENT_ID");
-    let tenant_id = get("AZURE_TENANT_ID");
-    let token_file = get("AZURE_FEDERATED_TOKEN_FILE");
+    let client_id = get(ENV_CLIENT_ID);
+    let tenant_id = get(ENV_TENANT_ID);
+    let token_file = get(ENV_FEDERATED_TOKEN_FILE);
     let mut missing = Vec::new();
     for (name, value) in [
-        ("AZURE_CLIENT_ID", &client_id),
-        ("AZURE_TENANT_ID", &tenant_id),
-        ("AZURE_FEDERATED_TOKEN_FILE", &token_file),
+        (ENV_CLIENT_ID, &client_id),
+        (ENV_TENANT_ID, &tenant_id),
+        (ENV_FEDERATED_TOKEN_FILE, &token_file),
     ] {
         if value.is_none() {
             missing.push(name);
@@ -97,8 +98,8 @@ pub fn from_vars_with(
     }
     let (Some(client_id), Some(tenant_id), Some(token_file)) = (client_id, tenant_id, token_file) else {
         let hint = match missing.as_slice() {
-            ["AZURE_CLIENT_ID"] => CLIENT_ID_MISSING,
-            ["AZURE_TENANT_ID"] => TENANT_ID_MISSING,
+            [ENV_CLIENT_ID] => CLIENT_ID_MISSING,
+            [ENV_TENANT_ID] => TENANT_ID_MISSING,
             _ => ALL_MISSING,
         };
         return Err(IdentityError::Missing { missing, hint });
@@ -117,7 +118,7 @@ pub fn from_vars_with(
         credential_options: ClientAssertionCredentialOptions {
             // AZURE_AUTHORITY_HOST is read through `var` like the others, not from the process env behind its back.
             client_options: client_options(&CloudOptions {
-                authority_host: cloud.authority_host.clone().or_else(|| get("AZURE_AUTHORITY_HOST")),
+                authority_host: cloud.authority_host.clone().or_else(|| get(ENV_AUTHORITY_HOST)),
                 extra_ca_file: cloud.extra_ca_file.clone(),
             })?,
         },

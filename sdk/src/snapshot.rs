@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const DATA: &str = "..data";
+use wi_contract::paths::DATA_LINK as DATA;
 
 /// A set of files read together, never a mix of two versions. Contents are not shown by `Debug`.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -15,12 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-const DATA: &str = "..data";
-const DATA_TMP: &str = "..data_tmp";
-const MAX_PATH: usize = 4096;
-const MAX_ELEMENT: usize = 255;
+use wi_contract::paths::{DATA_LINK as DATA, DATA_TMP_LINK as DATA_TMP};
+pub use wi_contract::paths::{InvalidPath, validate_path};
 
 /// One file to write.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,13 +40,8 @@ impl std::fmt::Debug for FileContent {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// A file name is not a safe relative path.
-    #[error("invalid file path {path:?}: {reason}")]
-    InvalidPath {
-        /// The path.
-        path: String,
-        /// Why.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidPath(#[from] InvalidPath),
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -82,41 +75,6 @@ pub enum Written {
 #[derive(Debug, Clone)]
 pub struct AtomicWriter {
     dir: PathBuf,
-}
-
-/// Checks a file path the way kubelet does.
-pub fn validate_path(path: &str) -> Result<(), WriteError> {
-    let invalid = |reason| WriteError::InvalidPath {
-        path: path.to_owned(),
-        reason,
-    };
-    if path.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if path.len() > MAX_PATH {
-        return Err(invalid("longer than 4096 bytes"));
-    }
-    let p = Path::new(path);
-    if p.is_absolute() {
-        return Err(invalid("absolute; must be relative"));
-    }
-    for (i, component) in p.components().enumerate() {
-        match component {
-            Component::Normal(name) => {
-                let name = name.to_string_lossy();
-                if name.len() > MAX_ELEMENT {
-                    return Err(invalid("an element is longer than 255 bytes"));
-                }
-                if i == 0 && name.starts_with("..") {
-                    return Err(invalid("must not start with '..'"));
-                }
-            }
-            Component::ParentDir => return Err(invalid("contains a '..' element")),
-            Component::CurDir => return Err(invalid("contains a '.' element")),
-            _ => return Err(invalid("not a plain relative path")),
-        }
-    }
-    Ok(())
 }
 
 impl AtomicWriter {

@@ -53,9 +53,9 @@ pub struct Common {
     /// Directory the files are written to.
     #[arg(
         long,
-        env = "WI_SECRETS_DIR",
+        env = wi_contract::ENV_SECRETS_DIR,
         value_name = "DIR",
-        default_value = "/mnt/secrets-store"
+        default_value = wi_contract::DEFAULT_SECRETS_MOUNT_PATH
     )]
     pub dir: PathBuf,
 
@@ -88,7 +88,7 @@ pub struct RunArgs {
     pub common: Common,
 
     /// Time between syncs (the CSI driver's --rotation-poll-interval defaults to 2m).
-    #[arg(long, env = "WI_ROTATION_INTERVAL", value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = wi_contract::ENV_ROTATION_INTERVAL, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 
     /// Fraction of the interval added or removed at random.
@@ -96,7 +96,8 @@ pub struct RunArgs {
     pub jitter: f64,
 
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9441")]
+    #[arg(long, env = wi_contract::ENV_ADMIN_LISTEN, value_name = "ADDR",
+          default_value_t = SocketAddr::from(([0, 0, 0, 0], wi_contract::SIDECAR_ADMIN_PORT)))]
     pub admin_listen: SocketAddr,
 }
 
@@ -108,9 +109,13 @@ pub fn load_config(common: &Common) -> anyhow::Result<SyncConfig> {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         ),
         None => (
-            "WI_SECRETS_CONFIG".to_owned(),
-            std::env::var("WI_SECRETS_CONFIG")
-                .context("no configuration: give --config FILE or set WI_SECRETS_CONFIG")?,
+            wi_contract::ENV_SECRETS_CONFIG.to_owned(),
+            std::env::var(wi_contract::ENV_SECRETS_CONFIG).with_context(|| {
+                format!(
+                    "no configuration: give --config FILE or set {}",
+                    wi_contract::ENV_SECRETS_CONFIG
+                )
+            })?,
         ),
     };
     config::parse(&text).with_context(|| format!("invalid configuration in {origin}"))
@@ -131,8 +136,8 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
     let env = |name: &str| {
         // The class's clientID and tenantId win over the env, as in the CSI driver's Azure provider.
         match name {
-            "AZURE_CLIENT_ID" => config.client_id.clone().or_else(|| std::env::var(name).ok()),
-            "AZURE_TENANT_ID" => config.tenant_id.clone().or_else(|| std::env::var(name).ok()),
+            wi_contract::ENV_CLIENT_ID => config.client_id.clone().or_else(|| std::env::var(name).ok()),
+            wi_contract::ENV_TENANT_ID => config.tenant_id.clone().or_else(|| std::env::var(name).ok()),
             _ => std::env::var(name).ok(),
         }
     };

@@ -3,7 +3,7 @@
 //!
 //! Parts: [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory through a `..data` symlink swap,
 //! hardened against interrupted writes); [`config`], the SecretProviderClass parameters validated with errors that
-//! name the field (all the webhook needs, without default features); and with the `runtime` feature (default):
+//! name the field (`wi_contract::spc`, which the webhook also checks classes with at admission);
 //! [`render`], the file contents of secrets, keys and certificates as the CSI driver's Azure provider writes them;
 //! [`sync::Fetcher`], one all-or-nothing fetch of every object with one token; [`run::Syncer`], the rotation loop
 //! (interval with jitter, exponential backoff, `Retry-After`, metrics, the last good files kept); and the
@@ -24,12 +24,8 @@
 //! ```
 
 pub mod atomic_writer;
-#[cfg(feature = "runtime")]
 pub mod cli;
-pub mod config;
-#[cfg(feature = "runtime")]
+pub use wi_contract::spc as config;
 pub mod render;
-#[cfg(feature = "runtime")]
 pub mod run;
-#[cfg(feature = "runtime")]
 pub mod sync;

@@ -65,16 +65,12 @@ pub fn vault_url(keyvault_name: &str, cloud_name: Option<&str>, template: Option
     if let Some(template) = template {
         return Ok(template.replace("{name}", keyvault_name));
     }
-    let suffix = match cloud_name.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") | Some("azurepubliccloud") => "vault.azure.net",
-        Some("azureusgovernmentcloud") => "vault.usgovcloudapi.net",
-        Some("azurechinacloud") => "vault.azure.cn",
-        Some(_) => {
-            return Err(format!(
-                "cloudName {:?} has no known Key Vault DNS suffix; give the vault URL template explicitly",
-                cloud_name.unwrap_or_default()
-            ));
-        }
+    let cloud: Option<wi_contract::Cloud> = cloud_name.unwrap_or_default().parse().ok();
+    let Some(suffix) = cloud.as_ref().and_then(wi_contract::Cloud::key_vault_suffix) else {
+        return Err(format!(
+            "cloudName {:?} has no known Key Vault DNS suffix; give the vault URL template explicitly",
+            cloud_name.unwrap_or_default()
+        ));
     };
     Ok(format!("https://{keyvault_name}.{suffix}"))
 }

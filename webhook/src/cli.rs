@@ -8,12 +8,12 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::config::{Cloud, Config, DEFAULT_SIDECAR_IMAGE, Sidecar};
-use crate::contract::{
+use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
+use crate::review::AdmissionReview;
+use wi_contract::{
     DEFAULT_AUDIENCE, ENV_ADMIN_LISTEN, ENV_ROTATION_INTERVAL, ENV_SECRETS_CONFIG, ENV_SECRETS_DIR,
     SECRET_PROVIDER_CLASS_ANNOTATION,
 };
-use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
-use crate::review::AdmissionReview;
 
 /// Mutating admission webhook that gives Kubernetes pods an Azure workload identity and their Key Vault secrets.
 ///
@@ -76,7 +76,7 @@ pub struct SidecarArgs {
 
     /// Port of the sidecar's /healthz, /readyz (its startup probe) and /metrics. Pods with a container declaring
     /// this port are denied.
-    #[arg(long, env = "WI_SIDECAR_ADMIN_PORT", value_name = "PORT", default_value_t = 9441,
+    #[arg(long, env = "WI_SIDECAR_ADMIN_PORT", value_name = "PORT", default_value_t = wi_contract::SIDECAR_ADMIN_PORT,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub sidecar_admin_port: u16,
 

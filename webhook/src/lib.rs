@@ -33,7 +33,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod contract;
 pub mod lookup;
 pub mod mutate;
 pub mod review;

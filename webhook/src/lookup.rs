@@ -19,8 +19,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
-use crate::contract::{PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
 use crate::mutate::ServiceAccount;
+use wi_contract::{PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
 
 /// A lookup that failed for a reason other than "not found" (the API server is unreachable, RBAC forbids it).
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::contract::*;
+// Booleans are read by value with `wi_contract::parse_bool`, as Go's `strconv.ParseBool` reads them (upstream read
+// the proxy annotation by key presence, so `"false"` injected), the one parser of the webhook and the sidecar.
+use wi_contract::*;
 
 /// The parts of a ServiceAccount the engine reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -603,16 +605,6 @@ fn check_proxy_annotations(annotations: &BTreeMap<String, String>, warnings: &mu
     Ok(())
 }
 
-/// Booleans are read by value, as Go's `strconv.ParseBool` reads them (upstream read the proxy annotation by key
-/// presence, so `"false"` injected).
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim() {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn secrets_plan(
     annotations: &BTreeMap<String, String>,
     containers: &[ContainerRef<'_>],
@@ -1103,7 +1095,7 @@ fn sidecar_container(
             return Err(unavailable(format!("could not be read ({why}); retry the request")));
         }
     };
-    wi_sidecar::config::from_value(spc).map_err(|e| Denial::InvalidSecretProviderClass {
+    wi_contract::spc::from_value(spc).map_err(|e| Denial::InvalidSecretProviderClass {
         class: plan.class.clone(),
         error: e.to_string(),
     })?;
@@ -1159,7 +1151,7 @@ fn sidecar_container(
         "name": SIDECAR_CONTAINER,
         "image": sidecar.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["run"],
+        "args": [SIDECAR_RUN],
         // A native sidecar: started before the app containers, which wait for its startup probe (the first
         // complete sync), kept running beside them, stopped after them.
         "restartPolicy": "Always",
@@ -1815,7 +1807,7 @@ mod tests {
         assert_eq!(env[ENV_SECRETS_DIR], DEFAULT_SECRETS_MOUNT_PATH);
         assert_eq!(env[ENV_ROTATION_INTERVAL], "2m");
         // The class parameters, which the sidecar parses back into the same configuration.
-        let cfg = wi_sidecar::config::parse(&env[ENV_SECRETS_CONFIG]).unwrap();
+        let cfg = wi_contract::spc::parse(&env[ENV_SECRETS_CONFIG]).unwrap();
         assert_eq!(cfg.keyvault_name, "kv1");
         assert_eq!(cfg.objects[0].name, "db-password");
         assert_eq!(

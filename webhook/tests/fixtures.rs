@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
+use wi_contract::*;
 use wi_webhook::config::Config;
-use wi_webhook::contract::*;
 use wi_webhook::mutate::{Inputs, ServiceAccount, mutate};
 use wi_webhook::review::{AdmissionReview, decode_patch};
 
@@ -462,7 +462,7 @@ fn sidecar_delivery_on_a_captured_pod() {
         .find(|e| e.name == ENV_SECRETS_CONFIG)
         .and_then(|e| e.value.clone())
         .unwrap();
-    let parsed = wi_sidecar::config::parse(&config).unwrap();
+    let parsed = wi_contract::spc::parse(&config).unwrap();
     let objects: Vec<&str> = parsed.objects.iter().map(|o| o.file_name.as_str()).collect();
     assert_eq!(objects, ["db-password", "tls.pem"]);
     let volume = spec

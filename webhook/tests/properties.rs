@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use json_patch::PatchOperation;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
+use wi_contract::*;
 use wi_webhook::config::Config;
-use wi_webhook::contract::*;
 use wi_webhook::mutate::{Inputs, ServiceAccount, mutate};
 
 const ENV_NAMES: &[&str] = &[

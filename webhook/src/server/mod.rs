@@ -38,7 +38,6 @@ use tracing::Instrument as _;
 
 use crate::cli::EngineArgs;
 use crate::config::Config;
-use crate::contract::USE_LABEL;
 use crate::lookup::{KubeLookup, Lookup};
 use crate::mutate::{self, ClassLookup, Inputs};
 use crate::review::{AdmissionResponse, AdmissionReview};
@@ -46,6 +45,7 @@ use crate::telemetry::LogArgs;
 use certs::{CertArgs, CertManager, CertMode};
 use metrics::{Metrics, Outcome};
 use tls::{CertStore, TlsVersion};
+use wi_contract::USE_LABEL;
 
 /// Flags of `wi-webhook serve`. Each has a `WI_*` environment variable twin.
 #[derive(Debug, Clone, Args)]

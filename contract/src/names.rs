@@ -1,4 +1,5 @@
-//! The names of the pod contract (DESIGN.md): labels, annotations, env vars, volumes and paths.
+//! The names of the pod contract: labels, annotations, env vars, volumes, paths and ports, as the README's
+//! compatibility table lists them.
 //!
 //! Upstream-compatible keys are spelled exactly as Azure Workload Identity spells them; project extensions use
 //! the `workload-identity.rs/` prefix. Names are constants, never derived from the pod.
@@ -81,3 +82,7 @@ pub const ENV_SECRETS_DIR: &str = "WI_SECRETS_DIR";
 pub const ENV_ROTATION_INTERVAL: &str = "WI_ROTATION_INTERVAL";
 /// Env var: the address of the sidecar's /healthz, /readyz and /metrics.
 pub const ENV_ADMIN_LISTEN: &str = "WI_ADMIN_LISTEN";
+/// Port of the sidecar's `/healthz`, `/readyz` (its startup probe) and `/metrics`.
+pub const SIDECAR_ADMIN_PORT: u16 = 9441;
+/// The `wi-sidecar` subcommand of the injected native sidecar: sync, then keep the files fresh.
+pub const SIDECAR_RUN: &str = "run";

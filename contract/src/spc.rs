@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::atomic_writer::validate_path;
+use crate::parse_bool;
+use crate::paths::validate_path;
 
 /// Kind of Key Vault object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +128,10 @@ struct RawObject {
     object_version_history: Option<Value>,
 }
 
+/// The parameters that select another identity than the pod's workload identity: the node's managed identity
+/// (`useVMManagedIdentity`), AAD pod identity (`usePodIdentity`), the token proxy (`useAzureTokenProxy`).
+pub const IDENTITY_MODES: [&str; 3] = ["usePodIdentity", "useVMManagedIdentity", "useAzureTokenProxy"];
+
 /// Parses a configuration (a SecretProviderClass, its spec, or its parameters; JSON or YAML).
 pub fn parse(text: &str) -> Result<SyncConfig, ConfigError> {
     let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
@@ -158,12 +163,22 @@ pub fn from_value(value: &Value) -> Result<SyncConfig, ConfigError> {
             Some(other) => Err(field(key, format!("expected a string, found {other}"))),
         }
     };
-    for mode in ["usePodIdentity", "useVMManagedIdentity", "useAzureTokenProxy"] {
-        if text(mode)?.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Err(field(
-                mode,
-                "is true: wi-sidecar uses the pod's workload identity only; set clientID and remove it",
-            ));
+    // Read as the provider reads them (Go's strconv.ParseBool): "1" is true too, and "yes" is an error.
+    for mode in IDENTITY_MODES {
+        match text(mode)?.map(|v| (parse_bool(&v), v)) {
+            None | Some((Some(false), _)) => {}
+            Some((Some(true), _)) => {
+                return Err(field(
+                    mode,
+                    "is true: wi-sidecar uses the pod's workload identity only; set clientID and remove it",
+                ));
+            }
+            Some((None, value)) => {
+                return Err(field(
+                    mode,
+                    format!("{value:?} is not a boolean: expected \"true\" or \"false\""),
+                ));
+            }
         }
     }
     let keyvault_name = text("keyvaultName")?.ok_or_else(|| field("keyvaultName", "missing"))?;
@@ -404,6 +419,16 @@ spec:
             (
                 "keyvaultName: kv1x\nuseVMManagedIdentity: \"true\"\nobjects: x\n",
                 "useVMManagedIdentity: is true",
+            ),
+            // Read as the provider and the webhook read booleans: "1" is true (it once passed here while the
+            // webhook warned about it), and a value that is no boolean is an error.
+            (
+                "keyvaultName: kv1x\nusePodIdentity: \"1\"\nobjects: x\n",
+                "usePodIdentity: is true",
+            ),
+            (
+                "keyvaultName: kv1x\nuseVMManagedIdentity: \"yes\"\nobjects: x\n",
+                "useVMManagedIdentity: \"yes\" is not a boolean",
             ),
             ("keyvaultName: kv1x\n", "objects: missing"),
             (
