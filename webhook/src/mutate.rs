@@ -485,6 +485,16 @@ pub fn secret_provider_class_name(pod: &Value) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Whether the pod asked to be injected, decided before anything is looked up: its own `use` label, else its
+/// namespace's; with the warnings for a label that is neither `"true"` nor `"false"`. A pod that did not ask is
+/// allowed unchanged with these warnings, whatever its ServiceAccount (the engine does not read it then).
+pub fn opt_in(pod: &Value, namespace_labels: Option<&BTreeMap<String, String>>) -> (bool, Vec<String>) {
+    let labels = string_map(pod.pointer("/metadata/labels"));
+    let mut warnings = Vec::new();
+    let opted = opted_in(&labels, namespace_labels, &mut warnings);
+    (opted, warnings)
+}
+
 fn opted_in(
     labels: &BTreeMap<String, String>,
     namespace_labels: Option<&BTreeMap<String, String>>,

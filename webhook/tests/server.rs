@@ -124,6 +124,83 @@ async fn a_missing_service_account_is_denied_by_name() {
     server.stop().await.unwrap();
 }
 
+/// The API server is unreachable: every ServiceAccount read fails; the namespace `wi-fixtures` (cached) is labelled.
+struct UnreachableServiceAccounts;
+
+impl wi_webhook::lookup::Lookup for UnreachableServiceAccounts {
+    fn service_account<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Option<wi_webhook::mutate::ServiceAccount>, wi_webhook::lookup::LookupError>,
+    > {
+        Box::pin(async {
+            Err(wi_webhook::lookup::LookupError::new(
+                "cannot read ServiceAccount: connection refused",
+            ))
+        })
+    }
+    fn namespace_labels<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Option<std::collections::BTreeMap<String, String>>, wi_webhook::lookup::LookupError>,
+    > {
+        let labels = [("azure.workload.identity/use".to_owned(), "true".to_owned())].into();
+        Box::pin(async move { Ok(Some(labels)) })
+    }
+    fn secret_provider_class<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Value>, wi_webhook::lookup::LookupError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn cached(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
+    }
+}
+
+/// Opt-in is decided before the ServiceAccount is read: a pod labelled "false" in a labelled namespace is allowed
+/// unchanged even when the ServiceAccount cannot be read (it once was refused), while pods that asked fail closed.
+#[tokio::test]
+async fn a_pod_that_opted_out_is_allowed_when_its_service_account_cannot_be_read() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    install_leaf(dir.path(), &pki.leaf());
+    let server = start(serve_args(dir.path(), &[]), Arc::new(UnreachableServiceAccounts)).await;
+    let review = |label: Option<&str>| {
+        let mut review: Value =
+            serde_json::from_slice(&std::fs::read(fixture("admission/raw/01-plain-pod.json")).unwrap()).unwrap();
+        let labels = review["request"]["object"]["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap();
+        match label {
+            Some(value) => labels.insert("azure.workload.identity/use".to_owned(), json!(value)),
+            None => labels.remove("azure.workload.identity/use"),
+        };
+        serde_json::to_vec(&review).unwrap()
+    };
+    let opted_out = admit(server.addr, &pki.ca_der(), review(Some("false")))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(opted_out["response"]["allowed"], true, "{opted_out}");
+    assert!(opted_out["response"].get("patch").is_none(), "{opted_out}");
+    for asked in [Some("true"), None] {
+        let refused = admit(server.addr, &pki.ca_der(), review(asked)).await.unwrap().json();
+        assert_eq!(refused["response"]["allowed"], false, "{asked:?}: {refused}");
+        assert_eq!(refused["response"]["status"]["code"], 500, "{asked:?}: {refused}");
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_requests_get_specific_errors() {
     let pki = Pki::new();

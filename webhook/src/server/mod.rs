@@ -554,9 +554,10 @@ async fn admit(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byt
 
 /// Looks up what the pod refers to and calls the engine.
 ///
-/// Fail closed, decided here once: when the ServiceAccount or the namespace labels cannot be read (the API server
-/// is unreachable), the pod is refused with an error rather than admitted without its identity; controllers retry,
-/// and a pod that did start would fail every Azure call.
+/// Opt-in is decided first, from the pod's label and, when it has none, its namespace's. Fail closed, decided here
+/// once: when the namespace labels (for a pod without its own label) or, for a pod that opted in, the
+/// ServiceAccount cannot be read (the API server is unreachable), the pod is refused with an error rather than
+/// admitted without its identity; controllers retry, and a pod that did start would fail every Azure call.
 async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) {
     let Some(pod) = review.pod_create() else {
         return (review.allow_unchanged(), Outcome::Unchanged);
@@ -573,6 +574,35 @@ async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) 
         let deny = |message: String, code: u16, reason: &'static str| {
             AdmissionResponse::denied(&review.request.uid, message, code, reason).into_review(&review.api_version)
         };
+        let pod_label = pod
+            .pod
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(USE_LABEL))
+            .and_then(Value::as_str);
+        // Opt-in first: the namespace decides only for pods without their own "true" or "false", and a pod that did
+        // not ask is answered without reading its ServiceAccount (an unreachable API server must not refuse it).
+        let namespace_labels: Option<BTreeMap<String, String>> = match pod_label {
+            Some("true") | Some("false") => None,
+            _ => match state.lookup.namespace_labels(pod.namespace).await {
+                Ok(labels) => labels,
+                Err(error) => {
+                    tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
+                    return (
+                        deny(format!("{error}; retry the request"), 500, "InternalError"),
+                        Outcome::Error,
+                    );
+                }
+            },
+        };
+        let (opted, warnings) = mutate::opt_in(pod.pod, namespace_labels.as_ref());
+        if !opted {
+            tracing::info!(result = "unchanged", warnings = ?warnings, "admission reviewed: not opted in");
+            let unchanged = Ok(mutate::Mutation {
+                patch: json_patch::Patch(Vec::new()),
+                warnings,
+            });
+            return (review.respond(&unchanged), Outcome::Unchanged);
+        }
         let sa = match state.lookup.service_account(pod.namespace, pod.service_account).await {
             Ok(Some(sa)) => sa,
             Ok(None) => {
@@ -587,25 +617,6 @@ async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) 
                     Outcome::Error,
                 );
             }
-        };
-        let pod_label = pod
-            .pod
-            .pointer("/metadata/labels")
-            .and_then(|l| l.get(USE_LABEL))
-            .and_then(Value::as_str);
-        // The namespace decides only for pods without their own "true" or "false".
-        let namespace_labels: Option<BTreeMap<String, String>> = match pod_label {
-            Some("true") | Some("false") => None,
-            _ => match state.lookup.namespace_labels(pod.namespace).await {
-                Ok(labels) => labels,
-                Err(error) => {
-                    tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
-                    return (
-                        deny(format!("{error}; retry the request"), 500, "InternalError"),
-                        Outcome::Error,
-                    );
-                }
-            },
         };
         let class = match pod.secret_provider_class {
             Some(name) => state.lookup.secret_provider_class(pod.namespace, name).await,
