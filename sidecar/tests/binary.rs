@@ -4,13 +4,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 use wi_testbed::Emulator;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
 const VAULT: &str = "kv-techventure-001";
+
+/// A counter of the sidecar's `/metrics` (0 when absent or unreachable).
+async fn counter(admin: std::net::SocketAddr, series: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
+        return 0;
+    };
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_err() || stream.read_to_string(&mut response).await.is_err() {
+        return 0;
+    }
+    response
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
 
 struct Pod {
     emulator: Emulator,
@@ -221,10 +239,20 @@ async fn logs_never_hold_a_secret_or_a_token_and_a_429_storm_is_paced_by_retry_a
         .unwrap();
     wait_for("Rotated-Value-456?").await;
 
-    // A 429 storm asking for 2 s between attempts, for 5 s: attempts at about 0, 2 and 4 s. The first sends up to
-    // one request per object (3), the next ones probe with one. Without Retry-After, a 300 ms loop would make ~16
-    // attempts of 3 requests.
+    // A 429 storm asking for 2 s between attempts: three attempts, each counted as a failed sync, at least about
+    // 2 s apart (not the 300 ms interval); the first sends up to one request per object (3), the next ones probe
+    // with one.
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let failed = async || counter(admin, "wi_sidecar_syncs_total{result=\"failed\"}").await;
     let target = FaultTarget::Vault(VAULT.to_owned());
+    let faulted = || {
+        emulator
+            .counters()
+            .get(&format!("{VAULT} faulted"))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (failed_before, requests_before) = (failed().await, faulted());
     emulator.set_fault(
         target.clone(),
         Some(Fault {
@@ -233,24 +261,34 @@ async fn logs_never_hold_a_secret_or_a_token_and_a_429_storm_is_paced_by_retry_a
             ..Fault::default()
         }),
     );
-    let faulted = || {
-        emulator
-            .counters()
-            .get(&format!("{VAULT} faulted"))
-            .copied()
-            .unwrap_or(0)
-    };
-    let before = faulted();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let storm = faulted() - before;
-    println!("{storm} requests in a 5 s storm of 429s with Retry-After: 2");
-    // 5 by the reasoning above, one more if the 5 s window catches an attempt at each edge.
+    let storm = Instant::now();
+    let mut attempts = Vec::new();
+    while attempts.len() < 3 {
+        assert!(
+            storm.elapsed() < Duration::from_secs(20),
+            "only {} throttled attempts in 20 s",
+            attempts.len()
+        );
+        if failed().await > failed_before + attempts.len() as u64 {
+            attempts.push(storm.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests = faulted() - requests_before;
+    println!("throttled attempts at {attempts:?}, {requests} requests, with Retry-After: 2");
+    for gap in attempts.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap >= Duration::from_millis(1800),
+            "attempts {attempts:?}: Retry-After not honoured"
+        );
+    }
     assert!(
-        (1..=6).contains(&storm),
-        "{storm} requests in a 5 s storm with Retry-After: 2"
+        (3..=5).contains(&requests),
+        "{requests} requests in three throttled attempts"
     );
 
-    // An outage, then recovery with the value set during it.
+    // An outage, then recovery with the value set during it: once an attempt has met the outage, the files are
+    // still the last good ones.
     emulator.set_fault(
         target.clone(),
         Some(Fault {
@@ -261,8 +299,15 @@ async fn logs_never_hold_a_secret_or_a_token_and_a_429_storm_is_paced_by_retry_a
     emulator
         .set_secret(VAULT, "MyWebAppSecret", "After-Outage-789#", None)
         .unwrap();
-    // Longer than the storm's last Retry-After, so that attempts meet the outage.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outage_before = failed().await;
+    let met = Instant::now();
+    while failed().await <= outage_before {
+        assert!(
+            met.elapsed() < Duration::from_secs(20),
+            "no attempt met the outage in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "Rotated-Value-456?");
     emulator.set_fault(target, None);
     wait_for("After-Outage-789#").await;

@@ -420,9 +420,22 @@ async fn a_bad_certificate_keeps_the_old_one() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.leaf, good.der);
 
-    // Garbage is rejected too; fixing the files is picked up.
+    // Garbage is rejected too (a second failure counted: the reload was attempted); fixing the files is picked up.
+    let failures = async || {
+        admin_get(server.admin, "/metrics")
+            .await
+            .1
+            .lines()
+            .find(|l| l.starts_with("wi_webhook_tls_certificate_reloads_total{result=\"failure\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = failures().await;
     kubelet_swap(dir.path(), &[("tls.crt", b"garbage"), ("tls.key", b"garbage")]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || failures().await > before).await,
+        "the garbage files were never tried"
+    );
     assert_eq!(
         admit(server.addr, &pki.ca_der(), body.clone()).await.unwrap().leaf,
         good.der
