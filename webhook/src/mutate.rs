@@ -143,6 +143,9 @@ pub struct Mutation {
 /// Why a pod is refused. Every message names the annotation, container or path at fault.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Denial {
+    /// An invariant of the webhook broke (a bug): refused with 500 rather than answered with an empty value.
+    #[error("internal error, please report it: {0}")]
+    Internal(String),
     /// The object is not a pod the engine can read (only possible with hand-made input: the API server decodes
     /// pods before admission).
     #[error("malformed pod: {0}")]
@@ -450,8 +453,9 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
         inject_sidecar(spec, container, &old_marker, &mut marker, &mut ops);
     }
     if marker != old_marker {
-        // Serializing a struct of maps and sets of strings cannot fail.
-        let value = serde_json::to_string(&marker).unwrap_or_default();
+        // Serializing a struct of maps and sets of strings cannot fail; if it did, refuse rather than write "".
+        let value = serde_json::to_string(&marker)
+            .map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))?;
         set_map_entry(
             pod_obj,
             &["metadata", "annotations"],

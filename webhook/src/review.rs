@@ -216,10 +216,17 @@ impl AdmissionReview {
     }
 
     /// The response for this request: allowed with the mutation's patch and warnings, or denied.
+    /// The status of a denial is chosen here: 500 for an internal error, 403 for everything the pod can fix.
     pub fn respond(&self, outcome: &Result<Mutation, Denial>) -> Value {
+        let uid = &self.request.uid;
         let response = match outcome {
-            Ok(mutation) => AdmissionResponse::allowed(&self.request.uid, mutation),
-            Err(denial) => AdmissionResponse::denied(&self.request.uid, denial.to_string(), 403, "Forbidden"),
+            Ok(mutation) => AdmissionResponse::allowed(uid, mutation).unwrap_or_else(|error| {
+                AdmissionResponse::denied(uid, Denial::Internal(error).to_string(), 500, "InternalError")
+            }),
+            Err(denial @ Denial::Internal(_)) => {
+                AdmissionResponse::denied(uid, denial.to_string(), 500, "InternalError")
+            }
+            Err(denial) => AdmissionResponse::denied(uid, denial.to_string(), 403, "Forbidden"),
         };
         response.into_review(&self.api_version)
     }
@@ -276,21 +283,24 @@ pub struct Status {
 }
 
 impl AdmissionResponse {
-    /// Allowed, with the mutation's patch (omitted when empty) and warnings.
-    pub fn allowed(uid: &str, mutation: &Mutation) -> Self {
-        let patch = (!mutation.patch.0.is_empty()).then(|| {
-            // A patch made of JSON values always serializes.
-            let bytes = serde_json::to_vec(&mutation.patch).unwrap_or_default();
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        });
-        AdmissionResponse {
+    /// Allowed, with the mutation's patch (omitted when empty) and warnings. A patch made of JSON values always
+    /// serializes; if it did not, the error says why rather than an empty patch being sent.
+    pub fn allowed(uid: &str, mutation: &Mutation) -> Result<Self, String> {
+        let patch = match mutation.patch.0.is_empty() {
+            true => None,
+            false => {
+                let bytes = serde_json::to_vec(&mutation.patch).map_err(|e| format!("cannot encode the patch: {e}"))?;
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        };
+        Ok(AdmissionResponse {
             uid: uid.to_owned(),
             allowed: true,
             status: None,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
             warnings: mutation.warnings.clone(),
-        }
+        })
     }
 
     /// Denied with a message for the requester.
@@ -395,6 +405,27 @@ mod tests {
                 .unwrap()
                 .contains("sidecar")
         );
+    }
+
+    #[test]
+    fn an_internal_error_is_a_500_and_a_pod_problem_a_403() {
+        let parsed = AdmissionReview::from_value(review(
+            "admission.k8s.io/v1",
+            json!({"uid": "u9", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                   "object": {}}),
+        ))
+        .unwrap();
+        let internal = parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned())));
+        assert_eq!(internal["response"]["status"]["code"], 500);
+        assert_eq!(internal["response"]["status"]["reason"], "InternalError");
+        assert!(
+            internal["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("please report it: the marker did not serialize")
+        );
+        let pod = parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned())));
+        assert_eq!(pod["response"]["status"]["code"], 403);
     }
 
     /// A pod CREATE whose object is not an object is a bad request (400), as upstream answers, not an allowed pod.
