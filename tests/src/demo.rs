@@ -183,7 +183,7 @@ impl Webhook {
         #[derive(clap::Parser)]
         struct Wrapper {
             #[command(flatten)]
-            args: wi_webhook::server::ServeArgs,
+            args: wi_webhook::cli::ServeArgs,
         }
         let ca_key = rcgen::KeyPair::generate()?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -219,7 +219,8 @@ impl Webhook {
         argv.extend(args.iter().cloned());
         let serve = Wrapper::try_parse_from(argv)
             .map_err(|e| anyhow!("wi-webhook flags: {e}"))?
-            .args;
+            .args
+            .config();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let webhook = wi_webhook::server::Webhook::bind(serve, Arc::new(lookup), provider).await?;
         let url = format!("https://{}/mutate-v1-pod", webhook.admission_addr()?);

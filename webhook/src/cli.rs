@@ -4,12 +4,19 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Cloud, Config, DEFAULT_SIDECAR_IMAGE, Sidecar};
 use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
 use crate::review::AdmissionReview;
+use crate::server::ServeConfig;
+use crate::server::certs::{CertConfig, CertMode};
+use crate::server::tls::TlsVersion;
+use crate::telemetry::{LogConfig, LogFormat};
 use wi_contract::{
     DEFAULT_AUDIENCE, ENV_ADMIN_LISTEN, ENV_ROTATION_INTERVAL, ENV_SECRETS_CONFIG, ENV_SECRETS_DIR,
     SECRET_PROVIDER_CLASS_ANNOTATION,
@@ -42,7 +49,7 @@ pub enum Command {
     ///
     /// Reads ServiceAccounts, Namespaces and SecretProviderClasses from Kubernetes (KUBECONFIG, or the in-cluster
     /// service account). Stops on SIGTERM or SIGINT after draining in-flight requests.
-    Serve(Box<crate::server::ServeArgs>),
+    Serve(Box<ServeArgs>),
 }
 
 /// Settings of the mutation engine, shared by every subcommand that mutates.
@@ -182,6 +189,229 @@ impl EngineArgs {
     }
 }
 
+/// Flags of `wi-webhook serve`. Each has a `WI_*` environment variable twin.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission endpoint (paths /mutate-v1-pod and /mutate).
+    #[arg(long, env = "WI_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP admin endpoint: /healthz, /readyz, /metrics.
+    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9440")]
+    pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain served, leaf first. Reloaded when it changes (a Secret volume's ..data swap included).
+    #[arg(
+        long,
+        env = "WI_TLS_CERT_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "WI_TLS_KEY_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// Lowest TLS version accepted.
+    #[arg(
+        long,
+        env = "WI_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        value_enum,
+        default_value = "1.2"
+    )]
+    pub tls_min_version: TlsVersionArg,
+
+    /// How often the certificate files are read again even without a change notification.
+    #[arg(long, env = "WI_TLS_POLL_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub tls_poll_interval: Duration,
+
+    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "WI_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds).
+    #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// After SIGTERM, how long the server stays up, unready, so that endpoints stop sending to it.
+    #[arg(long, env = "WI_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay, how long in-flight requests may take to finish before the server exits anyway.
+    #[arg(long, env = "WI_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub certs: CertArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe.
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_min_version: match self.tls_min_version {
+                TlsVersionArg::V1_2 => TlsVersion::V1_2,
+                TlsVersionArg::V1_3 => TlsVersion::V1_3,
+            },
+            tls_poll_interval: self.tls_poll_interval,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: self.request_timeout,
+            shutdown_delay: self.shutdown_delay,
+            shutdown_grace: self.shutdown_grace,
+            certs: self.certs.config(),
+            engine: self.engine.config(),
+            log: self.log.config(),
+        }
+    }
+}
+
+/// The lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsVersionArg {
+    /// TLS 1.2 and 1.3.
+    #[value(name = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    V1_3,
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertModeArg {
+    /// `--tls-cert-file` and `--tls-key-file`, reloaded when they change (cert-manager, hand-made certificates).
+    Files,
+    /// A CA and certificate the webhook makes, keeps in a Secret, trusts in its MutatingWebhookConfiguration and
+    /// rotates.
+    SelfManaged,
+}
+
+/// Flags of the self-managed mode.
+#[derive(Debug, Clone, Args)]
+pub struct CertArgs {
+    /// Where the serving certificate comes from.
+    #[arg(long, env = "WI_CERT_MODE", value_name = "MODE", value_enum, default_value = "files")]
+    pub cert_mode: CertModeArg,
+
+    /// Namespace of the webhook's Service and certificate Secret (self-managed mode).
+    #[arg(long, env = "WI_NAMESPACE", value_name = "NAMESPACE", default_value = "wi-system")]
+    pub namespace: String,
+
+    /// Name of the webhook's Service; the certificate is issued for its DNS names (self-managed mode).
+    #[arg(long, env = "WI_SERVICE_NAME", value_name = "NAME", default_value = "wi-webhook")]
+    pub service_name: String,
+
+    /// Secret that holds the CA and the serving certificate (self-managed mode).
+    #[arg(long, env = "WI_CERT_SECRET", value_name = "NAME", default_value = "wi-webhook-tls")]
+    pub cert_secret: String,
+
+    /// MutatingWebhookConfiguration whose caBundle is kept up to date (self-managed mode).
+    #[arg(
+        long,
+        env = "WI_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "wi-webhook"
+    )]
+    pub webhook_configuration: String,
+
+    /// Lifetime of a CA made by the webhook; a new one is rolled in when a third of it is left (counted from when it
+    /// was made). At least three times --ca-rollover-settle plus --cert-check-interval.
+    #[arg(long, env = "WI_CA_LIFETIME", value_name = "DURATION", default_value = "5y", value_parser = humantime::parse_duration)]
+    pub ca_lifetime: Duration,
+
+    /// Lifetime of a serving certificate; a new one is issued when a third of it is left (counted from when it was
+    /// made). At least three times --cert-check-interval.
+    #[arg(long, env = "WI_CERT_LIFETIME", value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Duration,
+
+    /// How long a new CA is trusted in the caBundle before it signs the served certificate, and how long the old
+    /// CA stays trusted afterwards. At least --cert-check-interval, so that every replica serves the new certificate
+    /// before the old CA leaves the caBundle.
+    #[arg(long, env = "WI_CA_ROLLOVER_SETTLE", value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ca_rollover_settle: Duration,
+
+    /// How often the Secret and the caBundle are checked (self-managed mode).
+    #[arg(long, env = "WI_CERT_CHECK_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub cert_check_interval: Duration,
+}
+
+impl CertArgs {
+    /// The certificate configuration these flags describe.
+    pub fn config(&self) -> CertConfig {
+        CertConfig {
+            cert_mode: match self.cert_mode {
+                CertModeArg::Files => CertMode::Files,
+                CertModeArg::SelfManaged => CertMode::SelfManaged,
+            },
+            namespace: self.namespace.clone(),
+            service_name: self.service_name.clone(),
+            cert_secret: self.cert_secret.clone(),
+            webhook_configuration: self.webhook_configuration.clone(),
+            ca_lifetime: self.ca_lifetime,
+            cert_lifetime: self.cert_lifetime,
+            ca_rollover_settle: self.ca_rollover_settle,
+            cert_check_interval: self.cert_check_interval,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object a line, with the span fields (uid, namespace, pod, service account).
+    Json,
+}
+
+/// Logging flags.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(
+        long,
+        env = "WI_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    pub log_format: LogFormatArg,
+
+    /// Log level or `tracing` filter directives (e.g. `info`, `debug`, `info,kube=warn`).
+    #[arg(long, env = "WI_LOG_LEVEL", value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+impl LogArgs {
+    /// The logging configuration these flags describe.
+    pub fn config(&self) -> LogConfig {
+        LogConfig {
+            format: match self.log_format {
+                LogFormatArg::Plain => LogFormat::Plain,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+            level: self.log_level.clone(),
+        }
+    }
+}
+
 /// Inputs of `wi-webhook mutate`. Files may be JSON or YAML; `-` reads standard input (for one file at most).
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["review", "pod"])))]
@@ -262,7 +492,7 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut 
                 .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
             let runtime = tokio::runtime::Runtime::new().map_err(|e| CliError::Serve(e.into()))?;
             runtime
-                .block_on(crate::server::serve(*args, provider))
+                .block_on(crate::server::serve(args.config(), provider))
                 .map_err(CliError::Serve)
         }
     }

@@ -14,7 +14,7 @@ use common::*;
 use http::StatusCode;
 use serde_json::Value;
 use wi_webhook::server::{Webhook, shutdown_signal};
-use wi_webhook::telemetry::{LogArgs, LogFormat};
+use wi_webhook::telemetry::{LogConfig, LogFormat};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -34,9 +34,9 @@ async fn sigterm_drains_the_request_in_flight_and_logs_say_what_happened() {
     let logs = Captured::default();
     let writer = logs.clone();
     wi_webhook::telemetry::init_with_writer(
-        &LogArgs {
-            log_format: LogFormat::Json,
-            log_level: "info".to_owned(),
+        &LogConfig {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
         },
         move || writer.clone(),
     )

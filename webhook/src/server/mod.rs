@@ -23,7 +23,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use clap::Args;
 use http::{HeaderMap, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -36,84 +35,57 @@ use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 
-use crate::cli::EngineArgs;
 use crate::config::Config;
 use crate::lookup::{KubeLookup, Lookup};
 use crate::mutate::{self, ClassLookup, Inputs};
 use crate::review::{AdmissionResponse, AdmissionReview};
-use crate::telemetry::LogArgs;
-use certs::{CertArgs, CertManager, CertMode};
+use crate::telemetry::LogConfig;
+use certs::{CertConfig, CertManager, CertMode};
 use metrics::{Metrics, Outcome};
 use tls::{CertStore, TlsVersion};
 use wi_contract::USE_LABEL;
 
-/// Flags of `wi-webhook serve`. Each has a `WI_*` environment variable twin.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+/// What `wi-webhook serve` runs with (its flags, read by `wi_webhook::cli`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
     /// Address of the HTTPS admission endpoint (paths /mutate-v1-pod and /mutate).
-    #[arg(long, env = "WI_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
 
     /// Address of the plain-HTTP admin endpoint: /healthz, /readyz, /metrics.
-    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9440")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain served, leaf first. Reloaded when it changes (a Secret volume's ..data swap included).
-    #[arg(
-        long,
-        env = "WI_TLS_CERT_FILE",
-        value_name = "FILE",
-        default_value = "/etc/wi-webhook/tls/tls.crt"
-    )]
     pub tls_cert_file: PathBuf,
 
     /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
-    #[arg(
-        long,
-        env = "WI_TLS_KEY_FILE",
-        value_name = "FILE",
-        default_value = "/etc/wi-webhook/tls/tls.key"
-    )]
     pub tls_key_file: PathBuf,
 
     /// Lowest TLS version accepted.
-    #[arg(
-        long,
-        env = "WI_TLS_MIN_VERSION",
-        value_name = "VERSION",
-        value_enum,
-        default_value = "1.2"
-    )]
     pub tls_min_version: TlsVersion,
 
     /// How often the certificate files are read again even without a change notification.
-    #[arg(long, env = "WI_TLS_POLL_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     pub tls_poll_interval: Duration,
 
     /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "WI_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds).
-    #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
     /// After SIGTERM, how long the server stays up, unready, so that endpoints stop sending to it.
-    #[arg(long, env = "WI_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
 
     /// After the delay, how long in-flight requests may take to finish before the server exits anyway.
-    #[arg(long, env = "WI_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    #[command(flatten)]
-    pub certs: CertArgs,
+    /// Where the serving certificate comes from.
+    pub certs: CertConfig,
 
-    #[command(flatten)]
-    pub engine: EngineArgs,
+    /// The mutation engine's settings.
+    pub engine: Config,
 
-    #[command(flatten)]
-    pub log: LogArgs,
+    /// Logging.
+    pub log: LogConfig,
 }
 
 /// What the handler needs.
@@ -213,12 +185,16 @@ pub struct Webhook {
     manager: Option<Arc<CertManager>>,
     metrics: Arc<Metrics>,
     shutting_down: Arc<AtomicBool>,
-    args: ServeArgs,
+    args: ServeConfig,
 }
 
 impl Webhook {
     /// Loads the certificate files and binds both ports. Fails, saying why, on a bad certificate or a busy port.
-    pub async fn bind(args: ServeArgs, lookup: Arc<dyn Lookup>, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
+    pub async fn bind(
+        args: ServeConfig,
+        lookup: Arc<dyn Lookup>,
+        provider: Arc<CryptoProvider>,
+    ) -> anyhow::Result<Self> {
         check_tenant(&args)?;
         let certs = CertStore::load(&args.tls_cert_file, &args.tls_key_file, provider.clone())
             .context("cannot load the serving certificate")?;
@@ -229,7 +205,7 @@ impl Webhook {
     /// `manager`, the certificate is self-managed (it keeps `certs` up to date, and readiness waits for the caBundle
     /// to trust it).
     pub async fn bind_with(
-        args: ServeArgs,
+        args: ServeConfig,
         lookup: Arc<dyn Lookup>,
         provider: Arc<CryptoProvider>,
         certs: Arc<CertStore>,
@@ -258,7 +234,7 @@ impl Webhook {
         let app = admission_router(
             Arc::new(AppState {
                 lookup: lookup.clone(),
-                config: args.engine.config(),
+                config: args.engine.clone(),
                 metrics: metrics.clone(),
             }),
             args.max_body_bytes,
@@ -409,7 +385,7 @@ pub async fn shutdown_signal() {
 }
 
 /// `wi-webhook serve`: connects to Kubernetes (KUBECONFIG or in-cluster), starts the caches, serves until a signal.
-pub async fn serve(args: ServeArgs, provider: Arc<CryptoProvider>) -> anyhow::Result<()> {
+pub async fn serve(args: ServeConfig, provider: Arc<CryptoProvider>) -> anyhow::Result<()> {
     args.certs.check().map_err(anyhow::Error::msg)?;
     crate::telemetry::init(&args.log)?;
     let client = kube::Client::try_default()
@@ -438,7 +414,7 @@ pub async fn serve(args: ServeArgs, provider: Arc<CryptoProvider>) -> anyhow::Re
 
 /// The tenant is required to serve, and a tenant id is a UUID: a placeholder left in a manifest stops the server
 /// with this message instead of injecting it into every pod.
-fn check_tenant(args: &ServeArgs) -> anyhow::Result<()> {
+fn check_tenant(args: &ServeConfig) -> anyhow::Result<()> {
     let tenant = args.engine.tenant_id.as_deref().map(str::trim).unwrap_or_default();
     anyhow::ensure!(!tenant.is_empty(), "--tenant-id (or WI_TENANT_ID) is required to serve");
     anyhow::ensure!(

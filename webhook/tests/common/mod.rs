@@ -26,9 +26,10 @@ pub mod process;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use wi_webhook::cli::ServeArgs;
 use wi_webhook::lookup::{Lookup, LookupError, StaticLookup};
 use wi_webhook::mutate::ServiceAccount;
-use wi_webhook::server::{ServeArgs, Webhook};
+use wi_webhook::server::{ServeConfig, Webhook};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
@@ -145,7 +146,7 @@ pub fn fixture_lookup() -> StaticLookup {
 }
 
 /// Server arguments as a user would pass them, on port 0.
-pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeArgs {
+pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeConfig {
     #[derive(Parser)]
     #[command(args_override_self = true)]
     struct Wrapper {
@@ -172,7 +173,7 @@ pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeArgs {
         "5s",
     ];
     argv.extend_from_slice(extra);
-    Wrapper::try_parse_from(argv).unwrap().args
+    Wrapper::try_parse_from(argv).unwrap().args.config()
 }
 
 /// A running webhook.
@@ -192,7 +193,7 @@ impl Running {
     }
 }
 
-pub async fn start(args: ServeArgs, lookup: Arc<dyn Lookup>) -> Running {
+pub async fn start(args: ServeConfig, lookup: Arc<dyn Lookup>) -> Running {
     let webhook = Webhook::bind(args, lookup, provider()).await.unwrap();
     let addr = webhook.admission_addr().unwrap();
     let admin = webhook.admin_addr().unwrap();

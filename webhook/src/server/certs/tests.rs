@@ -132,11 +132,11 @@ impl FakeApi {
     }
 }
 
-fn args(settle: &str, ca_lifetime: &str, cert_lifetime: &str) -> CertArgs {
+fn args(settle: &str, ca_lifetime: &str, cert_lifetime: &str) -> CertConfig {
     #[derive(clap::Parser)]
     struct Wrapper {
         #[command(flatten)]
-        args: CertArgs,
+        args: crate::cli::CertArgs,
     }
     <Wrapper as clap::Parser>::try_parse_from([
         "x",
@@ -151,6 +151,7 @@ fn args(settle: &str, ca_lifetime: &str, cert_lifetime: &str) -> CertArgs {
     ])
     .unwrap()
     .args
+    .config()
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -404,10 +405,10 @@ fn settings_that_would_break_trust_are_refused(#[case] flags: &[&str], #[case] e
     #[derive(clap::Parser)]
     struct Wrapper {
         #[command(flatten)]
-        args: CertArgs,
+        args: crate::cli::CertArgs,
     }
     let argv = ["x", "--cert-mode", "self-managed"].iter().chain(flags);
-    let settings = <Wrapper as clap::Parser>::try_parse_from(argv).unwrap().args;
+    let settings = <Wrapper as clap::Parser>::try_parse_from(argv).unwrap().args.config();
     match (settings.check(), expected) {
         (Ok(()), Ok(())) => {}
         (Err(message), Err(part)) => assert!(message.contains(part), "{message}"),
