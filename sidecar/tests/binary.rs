@@ -12,18 +12,24 @@ use wi_testbed::Emulator;
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
 const VAULT: &str = "kv-techventure-001";
 
-/// A counter of the sidecar's `/metrics` (0 when absent or unreachable).
-async fn counter(admin: std::net::SocketAddr, series: &str) -> u64 {
+/// A plain HTTP/1.1 GET on the sidecar's admin port: the whole response, `None` when nothing answers.
+async fn http_get(admin: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
-        return 0;
-    };
-    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut response = String::new();
-    if stream.write_all(request.as_bytes()).await.is_err() || stream.read_to_string(&mut response).await.is_err() {
-        return 0;
-    }
-    response
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// A counter of the sidecar's `/metrics` (0 when absent or unreachable).
+async fn counter(admin: &str, series: &str) -> u64 {
+    http_get(admin, "/metrics")
+        .await
+        .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -127,20 +133,7 @@ async fn run_becomes_ready_serves_metrics_and_stops_on_sigterm() {
         )
         .spawn()
         .unwrap();
-    let get = |path: &'static str| {
-        let admin = admin.clone();
-        async move {
-            let mut stream = tokio::net::TcpStream::connect(&admin).await.ok()?;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await.ok()?;
-            Some(response)
-        }
-    };
+    let get = |path: &'static str| http_get(&admin, path);
     let mut ready = false;
     for _ in 0..150 {
         if get("/readyz").await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
@@ -242,8 +235,8 @@ async fn logs_never_hold_a_secret_or_a_token_and_a_429_storm_is_paced_by_retry_a
     // A 429 storm asking for 2 s between attempts: three attempts, each counted as a failed sync, at least about
     // 2 s apart (not the 300 ms interval); the first sends up to one request per object (3), the next ones probe
     // with one.
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let failed = async || counter(admin, "wi_sidecar_syncs_total{result=\"failed\"}").await;
+    let admin = format!("127.0.0.1:{port}");
+    let failed = async || counter(&admin, "wi_sidecar_syncs_total{result=\"failed\"}").await;
     let target = FaultTarget::Vault(VAULT.to_owned());
     let faulted = || {
         emulator

@@ -198,7 +198,7 @@ fn volume_names(pod: &Pod) -> Vec<String> {
 
 /// One AdmissionReview straight to the webhook's HTTPS port, verified as the API server verifies it.
 async fn admit_direct(addr: SocketAddr, roots: &[CertificateDer<'static>], review: &Value) -> Result<Value, String> {
-    let tls = tls_connect(addr, roots).await?;
+    let tls = tls_connect(addr, roots, service_name()).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;
@@ -221,11 +221,12 @@ async fn admit_direct(addr: SocketAddr, roots: &[CertificateDer<'static>], revie
     serde_json::from_slice(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
 }
 
-/// A TLS connection to the webhook, verified as the API server verifies it: `roots` (a caBundle) and the Service's
-/// DNS name.
+/// A TLS connection trusting only `roots`, verifying `name`: for the webhook, the roots of a caBundle and the
+/// Service's DNS name, as the API server verifies it.
 async fn tls_connect(
     addr: SocketAddr,
     roots: &[CertificateDer<'static>],
+    name: ServerName<'static>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
@@ -236,8 +237,9 @@ async fn tls_connect(
         .map_err(|e| e.to_string())?
         .with_root_certificates(store)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("wi-webhook.wi-system.svc").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     tokio::time::timeout(
         Duration::from_secs(10),
         tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
@@ -245,6 +247,11 @@ async fn tls_connect(
     .await
     .map_err(|_| "TLS: no handshake in 10 s".to_owned())?
     .map_err(|e| format!("TLS: {e}"))
+}
+
+/// The webhook's Service name, which its certificate must carry.
+fn service_name() -> ServerName<'static> {
+    ServerName::try_from("wi-webhook.wi-system.svc").unwrap()
 }
 
 /// The captured labelled pod's review, moved to `namespace` and run as `service_account`.
@@ -926,7 +933,7 @@ async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
                 other => unready.push(format!("replica {replica}: {other:?}")),
             }
             probes += 1;
-            if let Err(error) = tls_connect(*https, &roots).await {
+            if let Err(error) = tls_connect(*https, &roots, service_name()).await {
                 probe_failures.push(format!("replica {replica}: {error}"));
             }
         }
@@ -989,22 +996,10 @@ async fn https_json(method: &str, url: &str, ca_pem: &[u8], body: Option<&Value>
     let rest = url.strip_prefix("https://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr: SocketAddr = authority.parse().unwrap();
-    let mut store = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        store.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr)
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem).map(Result::unwrap).collect();
+    let tls = tls_connect(addr, &roots, ServerName::IpAddress(addr.ip().into()))
         .await
         .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS to {url}: {e}"));
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let request = http::Request::builder()

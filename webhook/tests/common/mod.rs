@@ -299,18 +299,9 @@ pub async fn admit(addr: SocketAddr, ca: &CertificateDer<'static>, body: Vec<u8>
 
 /// A plain-HTTP GET on the admin port.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    process::http_get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("no answer from http://{addr}{path}"))
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
