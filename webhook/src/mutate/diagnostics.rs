@@ -1,0 +1,203 @@
+//! Warnings about what would break at run time without refusing the pod: an identity without client or tenant
+//! id, a SecretProviderClass in another identity mode, container names that match nothing, look-alike keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use wi_contract::*;
+
+use super::annotations::SecretsPlan;
+use super::inputs::{ClassLookup, ServiceAccount};
+use super::pod::ContainerRef;
+use super::values::{non_empty, string_map};
+
+pub(super) fn warn_unknown_names(
+    key: &str,
+    names: &BTreeSet<String>,
+    containers: &[ContainerRef<'_>],
+    warnings: &mut Vec<String>,
+) {
+    for name in names {
+        if !containers.iter().any(|c| c.name == name) {
+            warnings.push(format!(
+                "annotation {key} names container {name:?}, which the pod does not have"
+            ));
+        }
+    }
+}
+
+pub(super) fn warn_identity(
+    sa: &ServiceAccount,
+    client_id: Option<&str>,
+    tenant_id: Option<&str>,
+    warnings: &mut Vec<String>,
+) {
+    let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
+    match client_id {
+        None => warnings.push(format!(
+            "{who} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected"
+        )),
+        Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(format!(
+            "{who}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs"
+        )),
+        Some(_) => {}
+    }
+    match tenant_id {
+        None => warnings.push(format!(
+            "no tenant: {who} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected"
+        )),
+        Some(id) if uuid::Uuid::try_parse(id).is_err() => {
+            warnings.push(format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"))
+        }
+        Some(_) => {}
+    }
+}
+
+pub(super) fn warn_secret_provider_class(
+    plan: &SecretsPlan,
+    spc: ClassLookup<'_>,
+    sa: &ServiceAccount,
+    client_id: Option<&str>,
+    warnings: &mut Vec<String>,
+) {
+    let spc = match spc {
+        ClassLookup::Found(spc) => spc,
+        ClassLookup::NotFound => {
+            warnings.push(format!(
+                "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it exists",
+                plan.class, sa.namespace
+            ));
+            return;
+        }
+        ClassLookup::Failed(why) => {
+            warnings.push(format!(
+                "SecretProviderClass {:?} could not be checked: {why}",
+                plan.class
+            ));
+            return;
+        }
+    };
+    let name = &plan.class;
+    if let Some(provider) = spc.pointer("/spec/provider").and_then(Value::as_str)
+        && provider != "azure"
+    {
+        warnings.push(format!(
+            "SecretProviderClass {name:?} has provider {provider:?}; workload identity needs provider \"azure\""
+        ));
+    }
+    let params = string_map(spc.pointer("/spec/parameters"));
+    let is_true = |k: &str| params.get(k).and_then(|v| parse_bool(v)).unwrap_or(false);
+    if is_true("useVMManagedIdentity") {
+        warnings.push(format!(
+            "SecretProviderClass {name:?} sets useVMManagedIdentity: the node's identity, shared by every pod \
+             on the node, reads the vault, not this pod's workload identity; set clientID instead"
+        ));
+    } else if is_true("usePodIdentity") {
+        warnings.push(format!(
+            "SecretProviderClass {name:?} sets usePodIdentity (AAD pod identity, deprecated); set clientID and \
+             remove usePodIdentity to use workload identity"
+        ));
+    } else {
+        match (non_empty(params.get("clientID")), client_id) {
+            (None, _) => warnings.push(format!(
+                "SecretProviderClass {name:?} has no clientID parameter: the CSI driver cannot use workload identity"
+            )),
+            (Some(spc_id), Some(sa_id)) if !spc_id.eq_ignore_ascii_case(sa_id) => warnings.push(format!(
+                "SecretProviderClass {name:?} clientID {spc_id} differs from the ServiceAccount's client id {sa_id}"
+            )),
+            _ => {}
+        }
+    }
+    if non_empty(params.get("keyvaultName")).is_none() {
+        warnings.push(format!("SecretProviderClass {name:?} has no keyvaultName parameter"));
+    }
+}
+
+/// Keys under the upstream or project prefix that are not in the contract are nearly always typos (`client_id`),
+/// or a key on the wrong object (client-id on the pod, the `use` label written as an annotation).
+pub(super) fn warn_lookalikes(
+    pod_annotations: &BTreeMap<String, String>,
+    pod_labels: &BTreeMap<String, String>,
+    sa: &ServiceAccount,
+    warnings: &mut Vec<String>,
+) {
+    const SA_KEYS: &[&str] = &[CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION, TOKEN_EXPIRATION_ANNOTATION];
+    const POD_KEYS: &[&str] = &[
+        TOKEN_EXPIRATION_ANNOTATION,
+        SKIP_CONTAINERS_ANNOTATION,
+        INJECT_PROXY_SIDECAR_ANNOTATION,
+        PROXY_SIDECAR_PORT_ANNOTATION,
+        SECRET_PROVIDER_CLASS_ANNOTATION,
+        SECRETS_DELIVERY_ANNOTATION,
+        SECRETS_MOUNT_PATH_ANNOTATION,
+        SECRETS_CONTAINERS_ANNOTATION,
+        INJECTED_ANNOTATION,
+    ];
+    let sa_name = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
+    // (keys, the keys the webhook reads there, annotation or label, on what)
+    type Check<'a> = (&'a BTreeMap<String, String>, &'a [&'a str], &'a str, &'a str);
+    let checks: [Check<'_>; 4] = [
+        (&sa.annotations, SA_KEYS, "annotation", sa_name.as_str()),
+        (&sa.labels, &[], "label", sa_name.as_str()),
+        (pod_annotations, POD_KEYS, "annotation", "the pod"),
+        (pod_labels, &[USE_LABEL], "label", "the pod"),
+    ];
+    for (map, known, what, on) in checks {
+        for key in map.keys() {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let Some(suffix) = contract_suffix(key) else {
+                continue;
+            };
+            let all = SA_KEYS.iter().chain(POD_KEYS).chain([&USE_LABEL]);
+            let exact = all.clone().find(|k| **k == key.as_str());
+            let similar = all
+                .clone()
+                .find(|k| contract_suffix(k).is_some_and(|s| edit_distance(&squash(s), &squash(suffix)) <= 2));
+            let advice = match (exact, similar) {
+                (Some(k), _) | (None, Some(k)) if *k == USE_LABEL => format!("{USE_LABEL} must be a pod label"),
+                (Some(k), _) if SA_KEYS.contains(k) && !POD_KEYS.contains(k) => {
+                    format!("{k} belongs on the ServiceAccount")
+                }
+                (Some(k), _) if POD_KEYS.contains(k) => format!("{k} belongs on the pod (the pod template)"),
+                (Some(k), _) => format!("{k} must be an annotation"),
+                (None, Some(k)) => format!("did you mean {k}?"),
+                (None, None) => "it is not a key the webhook reads".to_owned(),
+            };
+            warnings.push(format!("{what} {key} on {on} is ignored: {advice}"));
+        }
+    }
+}
+
+/// The part after a contract prefix, compared case-insensitively.
+pub(super) fn contract_suffix(key: &str) -> Option<&str> {
+    let lower = key.to_ascii_lowercase();
+    [UPSTREAM_PREFIX, PROJECT_PREFIX]
+        .iter()
+        .find(|p| lower.starts_with(*p))
+        .map(|p| &key[p.len()..])
+}
+
+pub(super) fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Levenshtein distance, for "did you mean" on short annotation keys.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}

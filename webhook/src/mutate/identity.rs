@@ -1,0 +1,367 @@
+//! Injecting the workload identity: the env vars, the token mount of each targeted container and the projected
+//! token volume, bringing what an earlier pass injected up to date and keeping what the pod wrote itself.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+use wi_contract::*;
+
+use super::annotations::SecretsPlan;
+use super::annotations::normalize_path;
+use super::denial::Denial;
+use super::inputs::ServiceAccount;
+use super::marker::Marker;
+use super::patch::{Pass, contains, replace};
+use super::pod::ContainerRef;
+use super::values::non_empty;
+use crate::config::Config;
+
+/// Who the pod is in Azure: the client id from its ServiceAccount, the tenant id from it or the webhook's default.
+pub(super) struct Identity<'a> {
+    pub(super) client_id: Option<&'a str>,
+    pub(super) tenant_id: Option<&'a str>,
+}
+
+impl<'a> Identity<'a> {
+    pub(super) fn of(sa: &'a ServiceAccount, config: &'a Config) -> Self {
+        Identity {
+            client_id: non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)),
+            tenant_id: non_empty(sa.annotations.get(TENANT_ID_ANNOTATION)).or(non_empty(config.tenant_id.as_ref())),
+        }
+    }
+
+    /// The env vars every targeted container gets. The token file is ours, or where the pod's own token volume puts
+    /// it (a pod written for upstream may name the file otherwise): AZURE_FEDERATED_TOKEN_FILE must name a file that
+    /// exists.
+    pub(super) fn env(&self, spec: &Map<String, Value>, old: &Marker, config: &Config) -> IdentityEnv {
+        let token_file_name = own_token_file_name(spec, old, &config.audience);
+        let vars = [
+            (ENV_CLIENT_ID, self.client_id.map(str::to_owned)),
+            (ENV_TENANT_ID, self.tenant_id.map(str::to_owned)),
+            (
+                ENV_FEDERATED_TOKEN_FILE,
+                Some(format!("{TOKEN_MOUNT_PATH}/{token_file_name}")),
+            ),
+            (ENV_AUTHORITY_HOST, Some(config.cloud.authority_host())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect();
+        IdentityEnv { vars, token_file_name }
+    }
+}
+
+/// The identity env vars, by name, and the name of the token file in the token volume.
+pub(super) struct IdentityEnv {
+    vars: Vec<(&'static str, String)>,
+    token_file_name: String,
+}
+
+impl IdentityEnv {
+    /// The vars as name and value.
+    pub(super) fn pairs(&self) -> Vec<(&str, &str)> {
+        self.vars.iter().map(|(name, value)| (*name, value.as_str())).collect()
+    }
+
+    /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given.
+    fn for_container<'a>(&'a self, token_path: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+        self.vars
+            .iter()
+            .map(|(name, value)| match token_path {
+                Some(path) if *name == ENV_FEDERATED_TOKEN_FILE => (*name, path),
+                _ => (*name, value.as_str()),
+            })
+            .collect()
+    }
+}
+
+/// Injects the env and the token mount into every targeted container, and the secrets mount into every container
+/// the plan names. A container an earlier pass injected whole (the sidecar) is brought up to date elsewhere.
+pub(super) fn inject_containers(
+    containers: &[ContainerRef<'_>],
+    skip: &BTreeSet<String>,
+    env: &IdentityEnv,
+    plan: Option<&SecretsPlan>,
+    pass: &mut Pass<'_>,
+) -> Result<(), Denial> {
+    let token_mount = json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true});
+    let secrets_mount = plan.map(SecretsPlan::mount);
+    for container in containers {
+        if pass.old.containers.contains(container.name) {
+            continue;
+        }
+        let targeted = !skip.contains(container.name);
+        if targeted {
+            // A container that mounts the token volume itself sees the file under its own mount path.
+            let own_path = own_token_mount(container, pass.old, &env.token_file_name, &mut pass.warnings);
+            inject_env(container, &env.for_container(own_path.as_deref()), pass)?;
+            inject_mount(container, &token_mount, pass)?;
+        }
+        if let (Some(plan), Some(mount)) = (plan, &secrets_mount) {
+            let wanted = plan
+                .containers
+                .as_ref()
+                .map_or(targeted, |names| names.contains(container.name));
+            if wanted {
+                inject_mount(container, mount, pass)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The projected token volume, for the audience and lifetime the pod gets.
+pub(super) fn token_volume(config: &Config, expiration: i64) -> Value {
+    json!({
+        "name": TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": {
+            "audience": config.audience,
+            "expirationSeconds": expiration,
+            "path": TOKEN_FILE,
+        }}]},
+    })
+}
+
+pub(super) fn inject_env(
+    container: &ContainerRef<'_>,
+    desired: &[(&str, &str)],
+    pass: &mut Pass<'_>,
+) -> Result<(), Denial> {
+    let name = container.name;
+    let env: &[Value] = container
+        .object
+        .get("env")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let entry_name = |e: &Value| e.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut owned = BTreeSet::new();
+    let mut new_env: Vec<Value> = Vec::with_capacity(env.len() + desired.len());
+    let mut replaced = Vec::new();
+    let mut dropped = false;
+    for (i, entry) in env.iter().enumerate() {
+        let Some(var) = entry_name(entry) else {
+            new_env.push(entry.clone());
+            continue;
+        };
+        if !pass.old.owns_env(name, &var) {
+            new_env.push(entry.clone());
+            continue;
+        }
+        match desired.iter().find(|(n, _)| *n == var) {
+            // Injected before and still wanted: bring the value up to date.
+            Some((n, v)) => {
+                let want = json!({"name": n, "value": v});
+                if !contains(entry, &want) || entry.get("valueFrom").is_some() {
+                    replaced.push((i, want.clone()));
+                }
+                if owned.insert(var) {
+                    new_env.push(want);
+                }
+            }
+            // Injected before, no longer wanted (e.g. the new ServiceAccount has no client id).
+            None => dropped = true,
+        }
+    }
+    let mut added = Vec::new();
+    for (n, v) in desired {
+        let present = env.iter().any(|e| entry_name(e).as_deref() == Some(*n));
+        if !present {
+            added.push(json!({"name": n, "value": v}));
+            owned.insert((*n).to_owned());
+        }
+    }
+    let env_ptr = format!("{}/env", container.pointer);
+    if dropped {
+        new_env.extend(added);
+        pass.ops.ops.push(replace(&env_ptr, Value::Array(new_env)));
+    } else {
+        for (i, value) in replaced {
+            pass.ops.ops.push(replace(&format!("{env_ptr}/{i}"), value));
+        }
+        pass.ops.append(&env_ptr, container.object.get("env"), added);
+    }
+    if !owned.is_empty() {
+        pass.marker.env.insert(name.to_owned(), owned);
+    }
+    Ok(())
+}
+
+pub(super) fn inject_mount(container: &ContainerRef<'_>, want: &Value, pass: &mut Pass<'_>) -> Result<(), Denial> {
+    let volume = reserved_name(want);
+    let path = want["mountPath"].as_str().unwrap_or_default();
+    let mounts: &[Value] = container
+        .object
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let owned = pass.old.owns_mount(container.name, volume);
+    let existing = mount_index(container.object, volume);
+
+    for m in mounts {
+        let other = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        let other_path = m.get("mountPath").and_then(Value::as_str).map(normalize_path);
+        if other != volume && other_path.as_deref() == Some(path) {
+            return Err(Denial::MountPathConflict {
+                container: container.name.to_owned(),
+                path: path.to_owned(),
+                existing: other.to_owned(),
+                volume,
+                hint: if volume == SECRETS_VOLUME {
+                    ", or choose another path with workload-identity.rs/secrets-mount-path"
+                } else {
+                    ""
+                },
+            });
+        }
+    }
+    match existing {
+        Some(i) if owned => {
+            if !contains(&mounts[i], want) {
+                pass.ops.ops.push(replace(
+                    &format!("{}/volumeMounts/{i}", container.pointer),
+                    want.clone(),
+                ));
+            }
+        }
+        Some(i) => {
+            // The user mounted our volume themselves (e.g. a pod written for the upstream webhook): keep it.
+            let user_path = mounts[i].get("mountPath").and_then(Value::as_str).unwrap_or_default();
+            if normalize_path(user_path) != path {
+                pass.warnings.push(format!(
+                    "container {:?} mounts {volume} at {user_path}, not {path}: left as written",
+                    container.name
+                ));
+            }
+            return Ok(());
+        }
+        None => pass.ops.append(
+            &format!("{}/volumeMounts", container.pointer),
+            container.object.get("volumeMounts"),
+            vec![want.clone()],
+        ),
+    }
+    pass.marker
+        .mounts
+        .entry(container.name.to_owned())
+        .or_default()
+        .insert(volume.to_owned());
+    Ok(())
+}
+
+pub(super) fn inject_volume(spec: &Map<String, Value>, want: Value, pass: &mut Pass<'_>) -> Result<(), Denial> {
+    let volume = reserved_name(&want);
+    let volumes: &[Value] = spec.get("volumes").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let existing = volumes
+        .iter()
+        .position(|v| v.get("name").and_then(Value::as_str) == Some(volume));
+    match existing {
+        Some(i) if pass.old.volumes.contains(volume) => {
+            if !contains(&volumes[i], &want) {
+                pass.ops.ops.push(replace(&format!("/spec/volumes/{i}"), want));
+            }
+        }
+        // The user's own volume, identical to ours: used as it is, and stays theirs.
+        Some(i) if contains(&volumes[i], &want) => return Ok(()),
+        Some(i) => {
+            if volume == SECRETS_VOLUME {
+                return Err(Denial::VolumeNameConflict(SECRETS_VOLUME));
+            }
+            let is_token = volumes[i]
+                .pointer("/projected/sources")
+                .and_then(Value::as_array)
+                .is_some_and(|sources| {
+                    sources.iter().any(|s| {
+                        s.pointer("/serviceAccountToken/audience")
+                            == want.pointer("/projected/sources/0/serviceAccountToken/audience")
+                    })
+                });
+            if !is_token {
+                pass.warnings.push(format!(
+                    "the pod's own volume {volume} is not a projected service account token for audience {}: \
+                     left as written, Azure SDKs will fail to sign in",
+                    want.pointer("/projected/sources/0/serviceAccountToken/audience")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ));
+            }
+            return Ok(());
+        }
+        None => pass.ops.append("/spec/volumes", spec.get("volumes"), vec![want]),
+    }
+    pass.marker.volumes.insert(volume.to_owned());
+    Ok(())
+}
+
+/// The constant name of a volume or mount the webhook injects.
+pub(super) fn reserved_name(want: &Value) -> &'static str {
+    if want["name"] == TOKEN_VOLUME {
+        TOKEN_VOLUME
+    } else {
+        SECRETS_VOLUME
+    }
+}
+
+/// The file name of the token in the pod's own `azure-identity-token` volume (one the webhook did not inject): the
+/// `path` of its service account token source for `audience`. [`TOKEN_FILE`] otherwise.
+pub(super) fn own_token_file_name(spec: &Map<String, Value>, old: &Marker, audience: &str) -> String {
+    if old.volumes.contains(TOKEN_VOLUME) {
+        return TOKEN_FILE.to_owned();
+    }
+    spec.get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("name").and_then(Value::as_str) == Some(TOKEN_VOLUME))
+        .filter_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|source| source.get("serviceAccountToken"))
+        .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))
+        .and_then(|token| token.get("path").and_then(Value::as_str))
+        .map(|path| path.trim_matches('/'))
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| TOKEN_FILE.to_owned(), str::to_owned)
+}
+
+/// Where the container sees the token when it mounts the token volume itself (a mount the webhook did not inject):
+/// under its own mount path, or the mount path itself for a `subPath` mount of the file. `None`: at
+/// [`TOKEN_MOUNT_PATH`], the webhook's mount.
+pub(super) fn own_token_mount(
+    container: &ContainerRef<'_>,
+    old: &Marker,
+    file_name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    if old.owns_mount(container.name, TOKEN_VOLUME) {
+        return None;
+    }
+    let mount = container
+        .object
+        .get("volumeMounts")
+        .and_then(Value::as_array)?
+        .get(mount_index(container.object, TOKEN_VOLUME)?)?;
+    let path = mount.get("mountPath").and_then(Value::as_str)?.trim_end_matches('/');
+    match mount
+        .get("subPath")
+        .and_then(Value::as_str)
+        .map(|p| p.trim_matches('/'))
+    {
+        None | Some("") => Some(format!("{path}/{file_name}")),
+        Some(sub) if sub == file_name => Some(path.to_owned()),
+        Some(sub) => {
+            warnings.push(format!(
+                "container {:?} mounts {sub:?} of {TOKEN_VOLUME}, which holds the token as {file_name:?}: the token \
+                 is not in that mount, Azure SDKs will fail to sign in",
+                container.name
+            ));
+            None
+        }
+    }
+}
+
+pub(super) fn mount_index(container: &Map<String, Value>, volume: &str) -> Option<usize> {
+    container
+        .get("volumeMounts")
+        .and_then(Value::as_array)?
+        .iter()
+        .position(|m| m.get("name").and_then(Value::as_str) == Some(volume))
+}
