@@ -55,15 +55,15 @@ pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutat
     let sa = inputs.service_account;
     let annotations = &parts.annotations;
 
-    // What the pod asks for: a bad value is a denial, naming the annotation.
+    // What the pod asks for: a bad value is a denial, naming the annotation; warnings in the order the keys are read.
     let expiration = token_expiration(annotations, sa)?;
     let skip = name_list(annotations.get(SKIP_CONTAINERS_ANNOTATION));
+    warn_unknown_names(SKIP_CONTAINERS_ANNOTATION, &skip, &containers, &mut warnings);
     check_proxy_annotations(annotations, &mut warnings)?;
     let plan = secrets_plan(annotations, &containers, &mut warnings)?;
     let identity = Identity::of(sa, config);
 
     // What would break at run time without refusing the pod.
-    warn_unknown_names(SKIP_CONTAINERS_ANNOTATION, &skip, &containers, &mut warnings);
     warn_lookalikes(annotations, &parts.labels, sa, &mut warnings);
     warn_identity(sa, identity.client_id, identity.tenant_id, &mut warnings);
     if let Some(plan) = &plan {
