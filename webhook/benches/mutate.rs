@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let review = AdmissionReview::parse(black_box(&body)).unwrap();
             let pod = review.pod_create().unwrap();
-            let outcome = mutate(pod.pod, &inputs, &config);
+            let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
             black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
         })
     });

@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::config::{Cloud, Config, DEFAULT_SIDECAR_IMAGE, Sidecar};
-use crate::mutate::{self, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
-use crate::review::AdmissionReview;
+use crate::lookup::StaticLookup;
+use crate::mutate::{self, ServiceAccount, secret_provider_class_name, service_account_name};
+use crate::review::{AdmissionReview, PodCreate};
 use crate::server::ServeConfig;
 use crate::server::certs::{CertConfig, CertMode};
 use crate::server::tls::TlsVersion;
@@ -536,19 +538,18 @@ fn run_mutate(
         None => None,
     };
 
+    // The files become the objects of a lookup, and the pod goes through the admission path `serve` uses.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(CliError::Write)?;
     if let Some(review_path) = &args.review {
         let body = reader.read(review_path)?;
         let review = AdmissionReview::from_value(body).map_err(|e| invalid(review_path, e))?;
         let response = match review.pod_create() {
             None => review.allow_unchanged(),
             Some(pod) => {
-                let refs = check_references(pod.pod, pod.namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
-                let inputs = Inputs {
-                    namespace_labels: refs.namespace_labels,
-                    service_account: &sa,
-                    secret_provider_class: refs.secret_provider_class.into(),
-                };
-                review.respond(&mutate::mutate(pod.pod, &inputs, &config))
+                let lookup = lookup_of(pod.pod, pod.namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
+                runtime.block_on(admission::review(&review, &lookup, &config)).0
             }
         };
         let text = serde_json::to_string_pretty(&response).map_err(|e| CliError::Write(e.into()))?;
@@ -578,13 +579,15 @@ fn run_mutate(
         })
         .or_else(|| Some(sa.namespace.clone()).filter(|n| !n.is_empty()))
         .unwrap_or_else(|| "default".to_owned());
-    let refs = check_references(&pod, &pod_namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
-    let inputs = Inputs {
-        namespace_labels: refs.namespace_labels,
-        service_account: &sa,
-        secret_provider_class: refs.secret_provider_class.into(),
+    let lookup = lookup_of(&pod, &pod_namespace, &sa, sa_path, namespace.as_ref(), spc.as_ref())?;
+    let create = PodCreate {
+        pod: &pod,
+        namespace: &pod_namespace,
+        name: pod_name(&pod),
+        service_account: service_account_name(&pod),
+        secret_provider_class: secret_provider_class_name(&pod),
     };
-    match mutate::mutate(&pod, &inputs, &config) {
+    match runtime.block_on(admission::admit_pod(&create, &lookup, &config)) {
         Ok(mutation) => {
             for warning in &mutation.warnings {
                 writeln!(stderr, "warning: {warning}")?;
@@ -596,9 +599,47 @@ fn run_mutate(
             let yaml = serde_yaml::to_string(&pod).map_err(|e| CliError::Write(std::io::Error::other(e)))?;
             write!(stdout, "{yaml}")?;
         }
-        Err(denial) => writeln!(stderr, "denied: {denial}")?,
+        Err(rejection) => writeln!(stderr, "denied: {rejection}")?,
     }
     Ok(())
+}
+
+fn pod_name(pod: &Value) -> &str {
+    ["/metadata/name", "/metadata/generateName"]
+        .iter()
+        .find_map(|p| pod.pointer(p).and_then(Value::as_str))
+        .unwrap_or_default()
+}
+
+/// The objects the files describe, as a lookup for the admission path, once checked against the pod: in the pod's
+/// namespace, as the API server would find them.
+fn lookup_of(
+    pod: &Value,
+    pod_namespace: &str,
+    sa: &ServiceAccount,
+    sa_path: &Path,
+    namespace: Option<&NamespaceInput<'_>>,
+    spc: Option<&(&Path, Value)>,
+) -> Result<StaticLookup, CliError> {
+    let refs = check_references(pod, pod_namespace, sa, sa_path, namespace, spc)?;
+    let mut lookup = StaticLookup {
+        service_accounts: vec![ServiceAccount {
+            namespace: pod_namespace.to_owned(),
+            ..sa.clone()
+        }],
+        ..StaticLookup::default()
+    };
+    if let Some(labels) = refs.namespace_labels {
+        lookup.namespaces.insert(pod_namespace.to_owned(), labels.clone());
+    }
+    if let Some(class) = refs.secret_provider_class {
+        let mut class = class.clone();
+        if let Some(metadata) = class.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.insert("namespace".to_owned(), Value::String(pod_namespace.to_owned()));
+        }
+        lookup.secret_provider_classes.push(class);
+    }
+    Ok(lookup)
 }
 
 /// The objects a pod refers to, as read from the files given.

@@ -3,8 +3,9 @@
 //!
 //! The heart is [`mutate::mutate`], a pure function from a pod and what it refers to (its ServiceAccount, its
 //! namespace's labels, its SecretProviderClass) to a JSON patch plus warnings, or a denial. [`review`] wraps it
-//! in AdmissionReview requests and responses; [`server`] serves them over HTTPS with [`lookup`] caches of the
-//! cluster's objects; [`cli`] drives it all from the command line, and the engine from files.
+//! in AdmissionReview requests and responses; [`admission`] is the one path from a review to an answer (opt-in,
+//! [`lookup`]s, engine), which [`server`] serves over HTTPS with caches of the cluster's objects and [`cli`]'s
+//! `mutate` runs over files.
 //!
 //! ```
 //! use serde_json::json;
@@ -31,6 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod lookup;

@@ -22,15 +22,36 @@ use serde_json::Value;
 use crate::mutate::ServiceAccount;
 use wi_contract::{PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
 
-/// A lookup that failed for a reason other than "not found" (the API server is unreachable, RBAC forbids it).
+/// A lookup that failed for a reason other than "not found".
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LookupError(String);
+pub enum LookupError {
+    /// The API server could not be asked, or answered with an error (unreachable, RBAC forbids it, overloaded).
+    #[error("cannot read {what}: {source}")]
+    Api {
+        /// The object, e.g. `ServiceAccount apps/web`.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The answer could not be read as the object.
+    #[error("cannot read {what}: {source}")]
+    Decode {
+        /// The object.
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another source of objects failed (a test double, a file).
+    #[error("{0}")]
+    Other(String),
+}
 
 impl LookupError {
-    /// An error with this message.
+    /// An error of another source, with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        LookupError(message.into())
+        LookupError::Other(message.into())
     }
 }
 
@@ -193,7 +214,10 @@ impl KubeLookup {
 }
 
 fn api_error(what: &str, error: kube::Error) -> LookupError {
-    LookupError(format!("cannot read {what}: {error}"))
+    LookupError::Api {
+        what: what.to_owned(),
+        source: error,
+    }
 }
 
 impl Lookup for KubeLookup {
@@ -253,7 +277,12 @@ impl Lookup for KubeLookup {
                 .await
                 .map_err(|e| api_error(&format!("SecretProviderClass {namespace}/{name}"), e))?;
             found
-                .map(|object| serde_json::to_value(object).map_err(|e| LookupError(e.to_string())))
+                .map(|object| {
+                    serde_json::to_value(object).map_err(|source| LookupError::Decode {
+                        what: format!("SecretProviderClass {namespace}/{name}"),
+                        source,
+                    })
+                })
                 .transpose()
         }
         .boxed()

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admission::Rejection;
 use crate::mutate::{Denial, Mutation, secret_provider_class_name, service_account_name};
 
 /// The AdmissionReview API versions the webhook accepts.
@@ -215,18 +216,20 @@ impl AdmissionReview {
         })
     }
 
-    /// The response for this request: allowed with the mutation's patch and warnings, or denied.
-    /// The status of a denial is chosen here: 500 for an internal error, 403 for everything the pod can fix.
-    pub fn respond(&self, outcome: &Result<Mutation, Denial>) -> Value {
+    /// The response for this request: allowed with the mutation's patch and warnings, or refused with the status
+    /// [`Rejection::status`] chooses.
+    pub fn respond(&self, outcome: &Result<Mutation, Rejection>) -> Value {
         let uid = &self.request.uid;
         let response = match outcome {
             Ok(mutation) => AdmissionResponse::allowed(uid, mutation).unwrap_or_else(|error| {
-                AdmissionResponse::denied(uid, Denial::Internal(error).to_string(), 500, "InternalError")
+                let rejection = Rejection::Denied(Denial::Internal(error));
+                let (code, reason) = rejection.status();
+                AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
             }),
-            Err(denial @ Denial::Internal(_)) => {
-                AdmissionResponse::denied(uid, denial.to_string(), 500, "InternalError")
+            Err(rejection) => {
+                let (code, reason) = rejection.status();
+                AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
             }
-            Err(denial) => AdmissionResponse::denied(uid, denial.to_string(), 403, "Forbidden"),
         };
         response.into_review(&self.api_version)
     }
@@ -393,7 +396,7 @@ mod tests {
                    "object": {}}),
         ))
         .unwrap();
-        let denied = parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar")));
+        let denied = parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar").into()));
         assert_eq!(denied["apiVersion"], api_version);
         assert_eq!(denied["kind"], "AdmissionReview");
         assert_eq!(denied["response"]["uid"], "abc-123");
@@ -415,7 +418,7 @@ mod tests {
                    "object": {}}),
         ))
         .unwrap();
-        let internal = parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned())));
+        let internal = parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned()).into()));
         assert_eq!(internal["response"]["status"]["code"], 500);
         assert_eq!(internal["response"]["status"]["reason"], "InternalError");
         assert!(
@@ -424,7 +427,7 @@ mod tests {
                 .unwrap()
                 .contains("please report it: the marker did not serialize")
         );
-        let pod = parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned())));
+        let pod = parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned()).into()));
         assert_eq!(pod["response"]["status"]["code"], 403);
     }
 

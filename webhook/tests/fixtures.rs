@@ -15,7 +15,9 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 use wi_contract::*;
+use wi_webhook::admission;
 use wi_webhook::config::Config;
+use wi_webhook::lookup::StaticLookup;
 use wi_webhook::mutate::{Inputs, ServiceAccount, mutate};
 use wi_webhook::review::{AdmissionReview, decode_patch};
 
@@ -155,19 +157,28 @@ const CASES: &[Expect] = &[
     },
 ];
 
-/// Runs the review layer and the engine as the server does, with the ServiceAccount from `serviceaccounts/`.
+/// Runs the admission path the server runs (opt-in, lookups, engine, response), with the ServiceAccount from
+/// `serviceaccounts/` and the namespace labels and class given.
 fn admit(body: &[u8], namespace_labels: Option<&BTreeMap<String, String>>, spc: Option<&Value>) -> (Value, Value) {
     let review = AdmissionReview::parse(body).unwrap();
     let pod = review.pod_create().expect("every fixture is a pod CREATE");
     let sa_path = fixtures().join(format!("admission/serviceaccounts/{}.json", pod.service_account));
     let sa = ServiceAccount::from_object(&read_json(&sa_path)).unwrap();
     assert_eq!(sa.namespace, pod.namespace);
-    let inputs = Inputs {
-        namespace_labels,
-        service_account: &sa,
-        secret_provider_class: spc.into(),
+    let mut lookup = StaticLookup {
+        service_accounts: vec![sa],
+        ..StaticLookup::default()
     };
-    let response = review.respond(&mutate(pod.pod, &inputs, &config()));
+    if let Some(labels) = namespace_labels {
+        lookup.namespaces.insert(pod.namespace.to_owned(), labels.clone());
+    }
+    if let Some(spc) = spc {
+        let mut spc = spc.clone();
+        spc["metadata"]["namespace"] = json!(pod.namespace);
+        lookup.secret_provider_classes.push(spc);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (response, _) = runtime.block_on(admission::review(&review, &lookup, &config()));
     (review.request.object.clone().unwrap(), response)
 }
 

@@ -124,49 +124,6 @@ async fn a_missing_service_account_is_denied_by_name() {
     server.stop().await.unwrap();
 }
 
-/// The API server is unreachable: every ServiceAccount read fails; the namespace `wi-fixtures` (cached) is labelled.
-struct UnreachableServiceAccounts;
-
-impl wi_webhook::lookup::Lookup for UnreachableServiceAccounts {
-    fn service_account<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<Option<wi_webhook::mutate::ServiceAccount>, wi_webhook::lookup::LookupError>,
-    > {
-        Box::pin(async {
-            Err(wi_webhook::lookup::LookupError::new(
-                "cannot read ServiceAccount: connection refused",
-            ))
-        })
-    }
-    fn namespace_labels<'a>(
-        &'a self,
-        _: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<Option<std::collections::BTreeMap<String, String>>, wi_webhook::lookup::LookupError>,
-    > {
-        let labels = [("azure.workload.identity/use".to_owned(), "true".to_owned())].into();
-        Box::pin(async move { Ok(Some(labels)) })
-    }
-    fn secret_provider_class<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<Option<Value>, wi_webhook::lookup::LookupError>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn is_ready(&self) -> bool {
-        true
-    }
-    fn cached(&self) -> Vec<(&'static str, usize)> {
-        Vec::new()
-    }
-}
-
 /// Opt-in is decided before the ServiceAccount is read: a pod labelled "false" in a labelled namespace is allowed
 /// unchanged even when the ServiceAccount cannot be read (it once was refused), while pods that asked fail closed.
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! What the engine is given and what it answers: the parts of a ServiceAccount and a Namespace it reads, the
 //! SecretProviderClass as the caller found it, and the patch plus warnings of an admitted pod.
 
+use crate::lookup::LookupError;
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
@@ -103,15 +104,16 @@ pub struct Inputs<'a> {
 }
 
 /// What became of looking up the SecretProviderClass a pod names.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub enum ClassLookup<'a> {
     /// The class object.
     Found(&'a Value),
     /// No such class in the pod's namespace (or no SecretProviderClass CRD in the cluster).
     #[default]
     NotFound,
-    /// The lookup failed; the message says why. The pod is still injected: the CSI driver reads the class itself.
-    Failed(&'a str),
+    /// The lookup failed. The pod is still injected for CSI delivery (the driver reads the class itself); sidecar
+    /// delivery, which is configured from the class, is denied.
+    Failed(&'a LookupError),
 }
 
 impl<'a> From<Option<&'a Value>> for ClassLookup<'a> {

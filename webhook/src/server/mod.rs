@@ -1,6 +1,7 @@
 //! `wi-webhook serve`: the HTTPS admission endpoint and the admin port.
 //!
-//! The handler is thin: parse the AdmissionReview, look up what the pod refers to, call the pure engine, answer.
+//! The admission requests go to [`crate::admission::router`] (parse the AdmissionReview, look up what the pod refers
+//! to, call the pure engine, answer); this module serves it over TLS beside the admin port.
 //! The server loads its certificate before it listens (a bad certificate stops it at start), reloads it when the
 //! files change, and on SIGTERM or SIGINT turns unready, keeps serving for `--shutdown-delay` while endpoints
 //! update, stops accepting and drains in-flight requests for at most `--shutdown-grace`.
@@ -9,41 +10,34 @@ pub mod certs;
 pub mod metrics;
 pub mod tls;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
+use axum::routing::get;
+use http::{StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower_http::timeout::TimeoutLayer;
-use tracing::Instrument as _;
 
+use crate::admission::{self, Admission, Limits};
 use crate::config::Config;
 use crate::lookup::{KubeLookup, Lookup};
-use crate::mutate::{self, ClassLookup, Inputs};
-use crate::review::{AdmissionResponse, AdmissionReview};
 use crate::telemetry::LogConfig;
 use certs::{CertConfig, CertManager, CertMode};
-use metrics::{Metrics, Outcome};
+use metrics::Metrics;
 use tls::{CertStore, TlsVersion};
-use wi_contract::USE_LABEL;
 
 /// What `wi-webhook serve` runs with (its flags, read by `wi_webhook::cli`).
 #[derive(Debug, Clone)]
@@ -86,13 +80,6 @@ pub struct ServeConfig {
 
     /// Logging.
     pub log: LogConfig,
-}
-
-/// What the handler needs.
-struct AppState {
-    lookup: Arc<dyn Lookup>,
-    config: Config,
-    metrics: Arc<Metrics>,
 }
 
 /// What the admin endpoints report on.
@@ -231,14 +218,16 @@ impl Webhook {
         metrics.certificate_expiry.set(certs.not_after());
         let shutting_down = admin.state.shutting_down.clone();
 
-        let app = admission_router(
-            Arc::new(AppState {
+        let app = admission::router(
+            Admission {
                 lookup: lookup.clone(),
                 config: args.engine.clone(),
                 metrics: metrics.clone(),
-            }),
-            args.max_body_bytes,
-            args.request_timeout,
+            },
+            Limits {
+                max_body_bytes: args.max_body_bytes,
+                request_timeout: args.request_timeout,
+            },
         );
         Ok(Webhook {
             admission,
@@ -424,15 +413,6 @@ fn check_tenant(args: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn admission_router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) -> Router {
-    Router::new()
-        .route("/mutate-v1-pod", post(admit))
-        .route("/mutate", post(admit))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .with_state(state)
-}
-
 fn admin_router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -484,148 +464,4 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
-}
-
-async fn admit(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = Instant::now();
-    if !is_json(&headers) {
-        state
-            .metrics
-            .admitted(Outcome::Invalid, started.elapsed().as_secs_f64());
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json (an AdmissionReview)\n",
-        )
-            .into_response();
-    }
-    let review = match AdmissionReview::parse(&body) {
-        Ok(review) => review,
-        Err(error) => {
-            state
-                .metrics
-                .admitted(Outcome::Invalid, started.elapsed().as_secs_f64());
-            tracing::warn!(%error, "rejected a request that is not an AdmissionReview");
-            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
-        }
-    };
-    let (response, outcome) = decide(&state, &review).await;
-    state.metrics.admitted(outcome, started.elapsed().as_secs_f64());
-    match serde_json::to_vec(&response) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the response: {error}\n"),
-        )
-            .into_response(),
-    }
-}
-
-/// Looks up what the pod refers to and calls the engine.
-///
-/// Opt-in is decided first, from the pod's label and, when it has none, its namespace's. Fail closed, decided here
-/// once: when the namespace labels (for a pod without its own label) or, for a pod that opted in, the
-/// ServiceAccount cannot be read (the API server is unreachable), the pod is refused with an error rather than
-/// admitted without its identity; controllers retry, and a pod that did start would fail every Azure call.
-async fn decide(state: &AppState, review: &AdmissionReview) -> (Value, Outcome) {
-    let Some(pod) = review.pod_create() else {
-        return (review.allow_unchanged(), Outcome::Unchanged);
-    };
-    let span = tracing::info_span!(
-        "admission",
-        uid = %review.request.uid,
-        namespace = pod.namespace,
-        pod = pod.name,
-        service_account = pod.service_account,
-        dry_run = review.request.dry_run.unwrap_or(false),
-    );
-    async move {
-        let deny = |message: String, code: u16, reason: &'static str| {
-            AdmissionResponse::denied(&review.request.uid, message, code, reason).into_review(&review.api_version)
-        };
-        let pod_label = pod
-            .pod
-            .pointer("/metadata/labels")
-            .and_then(|l| l.get(USE_LABEL))
-            .and_then(Value::as_str);
-        // Opt-in first: the namespace decides only for pods without their own "true" or "false", and a pod that did
-        // not ask is answered without reading its ServiceAccount (an unreachable API server must not refuse it).
-        let namespace_labels: Option<BTreeMap<String, String>> = match pod_label {
-            Some("true") | Some("false") => None,
-            _ => match state.lookup.namespace_labels(pod.namespace).await {
-                Ok(labels) => labels,
-                Err(error) => {
-                    tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
-                    return (
-                        deny(format!("{error}; retry the request"), 500, "InternalError"),
-                        Outcome::Error,
-                    );
-                }
-            },
-        };
-        let (opted, warnings) = mutate::opt_in(pod.pod, namespace_labels.as_ref());
-        if !opted {
-            tracing::info!(result = "unchanged", warnings = ?warnings, "admission reviewed: not opted in");
-            let unchanged = Ok(mutate::Mutation {
-                patch: json_patch::Patch(Vec::new()),
-                warnings,
-            });
-            return (review.respond(&unchanged), Outcome::Unchanged);
-        }
-        let sa = match state.lookup.service_account(pod.namespace, pod.service_account).await {
-            Ok(Some(sa)) => sa,
-            Ok(None) => {
-                let message = format!("ServiceAccount {}/{} not found", pod.namespace, pod.service_account);
-                tracing::info!(result = "denied", reason = %message, "admission reviewed");
-                return (deny(message, 404, "NotFound"), Outcome::Denied);
-            }
-            Err(error) => {
-                tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
-                return (
-                    deny(format!("{error}; retry the request"), 500, "InternalError"),
-                    Outcome::Error,
-                );
-            }
-        };
-        let class = match pod.secret_provider_class {
-            Some(name) => state.lookup.secret_provider_class(pod.namespace, name).await,
-            None => Ok(None),
-        };
-        let class_error = class.as_ref().err().map(ToString::to_string);
-        let class_lookup = match (&class, &class_error) {
-            (Ok(Some(object)), _) => ClassLookup::Found(object),
-            (_, Some(message)) => ClassLookup::Failed(message),
-            _ => ClassLookup::NotFound,
-        };
-        let inputs = Inputs {
-            namespace_labels: namespace_labels.as_ref(),
-            service_account: &sa,
-            secret_provider_class: class_lookup,
-        };
-        let result = mutate::mutate(pod.pod, &inputs, &state.config);
-        let outcome = match &result {
-            Ok(m) if m.patch.0.is_empty() => Outcome::Unchanged,
-            Ok(_) => Outcome::Mutated,
-            Err(_) => Outcome::Denied,
-        };
-        match &result {
-            Ok(m) => tracing::info!(
-                result = if m.patch.0.is_empty() { "unchanged" } else { "mutated" },
-                patch_ops = m.patch.0.len(),
-                warnings = ?m.warnings,
-                "admission reviewed"
-            ),
-            Err(denial) => tracing::info!(result = "denied", reason = %denial, "admission reviewed"),
-        }
-        (review.respond(&result), outcome)
-    }
-    .instrument(span)
-    .await
 }

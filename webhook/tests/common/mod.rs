@@ -351,3 +351,36 @@ impl Lookup for SlowLookup {
         self.0.cached()
     }
 }
+
+/// The API server is unreachable: every ServiceAccount read fails; the namespace `wi-fixtures` (cached) is labelled.
+pub struct UnreachableServiceAccounts;
+
+impl Lookup for UnreachableServiceAccounts {
+    fn service_account<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
+        futures::future::ready(Err(LookupError::new("cannot read ServiceAccount: connection refused"))).boxed()
+    }
+    fn namespace_labels<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
+        let labels = [("azure.workload.identity/use".to_owned(), "true".to_owned())].into();
+        futures::future::ready(Ok(Some(labels))).boxed()
+    }
+    fn secret_provider_class<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, LookupError>> {
+        futures::future::ready(Ok(None)).boxed()
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn cached(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
+    }
+}

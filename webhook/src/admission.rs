@@ -1,0 +1,228 @@
+//! One admission path, shared by `wi-webhook serve` and `wi-webhook mutate`: opt-in decided first, then the
+//! lookups, then the engine.
+//!
+//! A pod that did not ask to be injected is answered without reading its ServiceAccount, so an unreachable API
+//! server never refuses it. For a pod that did, the lookups fail closed: when the namespace labels (for a pod
+//! without its own label) or the ServiceAccount cannot be read, the pod is refused with an error rather than
+//! admitted without its identity; controllers retry, and a pod that did start would fail every Azure call.
+//!
+//! [`router`] is the HTTP face of it (`POST /mutate-v1-pod` and `/mutate`): public, so that it can be served by
+//! anything that speaks `tower` and tested with `oneshot`, without TLS or a socket.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::Value;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::lookup::{Lookup, LookupError};
+use crate::mutate::{self, ClassLookup, Denial, Inputs, Mutation};
+use crate::review::{AdmissionReview, PodCreate};
+use crate::server::metrics::{Metrics, Outcome};
+use wi_contract::USE_LABEL;
+
+/// Why a pod CREATE is refused, and with which status: the one place a status code is chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The engine refused the pod.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// The pod runs as a ServiceAccount that does not exist.
+    #[error("ServiceAccount {namespace}/{name} not found")]
+    ServiceAccountNotFound {
+        /// The pod's namespace.
+        namespace: String,
+        /// The ServiceAccount it names.
+        name: String,
+    },
+    /// What the pod refers to could not be read; the request may succeed when retried.
+    #[error("{0}; retry the request")]
+    LookupFailed(#[from] LookupError),
+}
+
+impl Rejection {
+    /// The HTTP-like code and reason the API server reports: 500 for an internal error or a failed lookup (a
+    /// retry may succeed), 404 for a missing ServiceAccount, 403 for everything the pod itself can fix.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Rejection::Denied(Denial::Internal(_)) | Rejection::LookupFailed(_) => (500, "InternalError"),
+            Rejection::ServiceAccountNotFound { .. } => (404, "NotFound"),
+            Rejection::Denied(_) => (403, "Forbidden"),
+        }
+    }
+
+    /// How the request is counted in `wi_webhook_admission_requests_total`.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Rejection::LookupFailed(_) => Outcome::Error,
+            _ => Outcome::Denied,
+        }
+    }
+}
+
+/// Decides one pod CREATE: opt-in first (from the pod's `use` label, else its namespace's), then the ServiceAccount
+/// and the SecretProviderClass, then the engine.
+pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config) -> Result<Mutation, Rejection> {
+    let pod_label = pod
+        .pod
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(USE_LABEL))
+        .and_then(Value::as_str);
+    // The namespace decides only for pods without their own "true" or "false".
+    let namespace_labels = match pod_label {
+        Some("true") | Some("false") => None,
+        _ => lookup.namespace_labels(pod.namespace).await?,
+    };
+    let (opted, warnings) = mutate::opt_in(pod.pod, namespace_labels.as_ref());
+    if !opted {
+        return Ok(Mutation {
+            patch: json_patch::Patch(Vec::new()),
+            warnings,
+        });
+    }
+    let sa = lookup
+        .service_account(pod.namespace, pod.service_account)
+        .await?
+        .ok_or_else(|| Rejection::ServiceAccountNotFound {
+            namespace: pod.namespace.to_owned(),
+            name: pod.service_account.to_owned(),
+        })?;
+    let class = match pod.secret_provider_class {
+        Some(name) => lookup.secret_provider_class(pod.namespace, name).await,
+        None => Ok(None),
+    };
+    let secret_provider_class = match &class {
+        Ok(Some(object)) => ClassLookup::Found(object),
+        Ok(None) => ClassLookup::NotFound,
+        // The pod is still injected for CSI delivery (the driver reads the class itself); sidecar delivery is denied.
+        Err(error) => ClassLookup::Failed(error),
+    };
+    let inputs = Inputs {
+        namespace_labels: namespace_labels.as_ref(),
+        service_account: &sa,
+        secret_provider_class,
+    };
+    Ok(mutate::mutate(pod.pod, &inputs, config)?)
+}
+
+/// Answers one AdmissionReview: anything but a pod CREATE is allowed unchanged; a pod CREATE goes through
+/// [`admit_pod`]. Logs the decision (never a value) in an `admission` span.
+pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Config) -> (Value, Outcome) {
+    let Some(pod) = review.pod_create() else {
+        return (review.allow_unchanged(), Outcome::Unchanged);
+    };
+    let span = tracing::info_span!(
+        "admission",
+        uid = %review.request.uid,
+        namespace = pod.namespace,
+        pod = pod.name,
+        service_account = pod.service_account,
+        dry_run = review.request.dry_run.unwrap_or(false),
+    );
+    async move {
+        let result = admit_pod(&pod, lookup, config).await;
+        let outcome = match &result {
+            Ok(m) if m.patch.0.is_empty() => Outcome::Unchanged,
+            Ok(_) => Outcome::Mutated,
+            Err(rejection) => rejection.outcome(),
+        };
+        match &result {
+            Ok(m) => tracing::info!(
+                result = if m.patch.0.is_empty() { "unchanged" } else { "mutated" },
+                patch_ops = m.patch.0.len(),
+                warnings = ?m.warnings,
+                "admission reviewed"
+            ),
+            Err(error @ Rejection::LookupFailed(_)) => {
+                tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
+            }
+            Err(reason) => tracing::info!(result = "denied", %reason, "admission reviewed"),
+        }
+        (review.respond(&result), outcome)
+    }
+    .instrument(span)
+    .await
+}
+
+/// What the admission router needs.
+#[derive(Clone)]
+pub struct Admission {
+    /// Where the pod's ServiceAccount, namespace and SecretProviderClass are read.
+    pub lookup: Arc<dyn Lookup>,
+    /// The engine's settings.
+    pub config: Config,
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Limits of the admission router.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to answer one request before 408.
+    pub request_timeout: Duration,
+}
+
+/// The admission endpoint: `POST /mutate-v1-pod` and `POST /mutate` take an AdmissionReview (JSON) and answer one.
+/// A body that is not an AdmissionReview gets 400, another content type 415, a body over the limit 413.
+pub fn router(admission: Admission, limits: Limits) -> Router {
+    Router::new()
+        .route("/mutate-v1-pod", post(admit))
+        .route("/mutate", post(admit))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(Arc::new(admission))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn admit(State(state): State<Arc<Admission>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let invalid = |status: StatusCode, message: String| {
+        state
+            .metrics
+            .admitted(Outcome::Invalid, started.elapsed().as_secs_f64());
+        (status, message).into_response()
+    };
+    if !is_json(&headers) {
+        return invalid(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json (an AdmissionReview)\n".to_owned(),
+        );
+    }
+    let parsed = match AdmissionReview::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            tracing::warn!(%error, "rejected a request that is not an AdmissionReview");
+            return invalid(StatusCode::BAD_REQUEST, format!("{error}\n"));
+        }
+    };
+    let (response, outcome) = review(&parsed, state.lookup.as_ref(), &state.config).await;
+    state.metrics.admitted(outcome, started.elapsed().as_secs_f64());
+    match serde_json::to_vec(&response) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {error}\n"),
+        )
+            .into_response(),
+    }
+}
