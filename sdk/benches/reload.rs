@@ -86,14 +86,6 @@ fn direct_reads(samples: usize) -> Vec<Duration> {
     out
 }
 
-/// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms on Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
-
 async fn idle_cpu(watchers: usize, seconds: u64) -> Duration {
     let tmp = scratch();
     let dirs: Vec<SecretsDir> = (0..watchers)
@@ -104,9 +96,9 @@ async fn idle_cpu(watchers: usize, seconds: u64) -> Duration {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = cpu_time();
+    let before = wi_runtime::procfs::cpu_time(None).unwrap();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let used = cpu_time() - before;
+    let used = wi_runtime::procfs::cpu_time(None).unwrap() - before;
     drop(dirs);
     used
 }

@@ -132,18 +132,6 @@ async fn first_sync(world: &World, concurrency: usize) -> (Duration, u64) {
     (median(samples), requests)
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 async fn sidecar_rss(world: &World, objects: usize) -> (u64, u64) {
     let dir = scratch();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -181,7 +169,8 @@ async fn sidecar_rss(world: &World, objects: usize) -> (u64, u64) {
     assert!(ready.exists(), "the sidecar never synced");
     // Let the process settle after the sync (freed buffers, idle connections).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(pid);
+    let memory = wi_runtime::procfs::memory(Some(pid)).unwrap();
+    let rss = (memory.rss_kib, memory.peak_kib);
     child.kill().await.unwrap();
     rss
 }

@@ -3,20 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
 
 use crate::atomic_writer::AtomicWriter;
 use crate::config::{self, SyncConfig};
-use crate::run::{Schedule, Syncer};
+use crate::run::{Metrics, Schedule, Syncer};
 use crate::sync::{Fetcher, vault_url};
+use wi_runtime::admin::{AdminServer, Health};
+use wi_runtime::log::{LogConfig, LogFormat};
 
 /// Fetches the Key Vault objects of a SecretProviderClass with the pod's workload identity and writes them into a
 /// directory the way kubelet writes a Secret volume (a `..data` symlink swap), then keeps them fresh.
@@ -158,16 +156,30 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
 }
 
 fn init_logs(level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .parse(level)
-        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .json()
-        .flatten_event(true)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    let config = LogConfig {
+        format: LogFormat::Json,
+        level: level.to_owned(),
+    };
+    Ok(wi_runtime::log::init(&config)?)
+}
+
+/// What the admin port reports: ready after the first complete sync, and the sync metrics.
+struct SyncHealth {
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Health for SyncHealth {
+    fn ready(&self) -> Result<(), String> {
+        match self.ready.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err("no complete sync yet".to_owned()),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
 }
 
 /// Runs a parsed command line.
@@ -188,76 +200,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.jitter
             );
             let syncer = Arc::new(syncer(&args.common)?);
-            let listener = tokio::net::TcpListener::bind(args.admin_listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-            let (ready, metrics) = (syncer.ready(), syncer.metrics());
-            let admin = Router::new()
-                .route("/healthz", get(|| async { "ok" }))
-                .route(
-                    "/readyz",
-                    get(move || {
-                        let ready = ready.load(Ordering::Acquire);
-                        async move {
-                            if ready {
-                                (StatusCode::OK, "ok").into_response()
-                            } else {
-                                (StatusCode::SERVICE_UNAVAILABLE, "no complete sync yet").into_response()
-                            }
-                        }
-                    }),
-                )
-                .route(
-                    "/metrics",
-                    get(move || {
-                        let text = metrics.encode();
-                        async move { text }
-                    }),
-                );
-            let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-            let admin_task = tokio::spawn(async move {
-                axum::serve(listener, admin)
-                    .with_graceful_shutdown(async {
-                        let _ = admin_stopped.await;
-                    })
-                    .await
-            });
+            let health = SyncHealth {
+                ready: syncer.ready(),
+                metrics: syncer.metrics(),
+            };
+            let admin = AdminServer::start(args.admin_listen, Arc::new(health)).await?;
             let schedule = Schedule {
                 interval: args.interval,
                 jitter: args.jitter,
                 ..Schedule::default()
             };
-            syncer.run(schedule, shutdown_signal()).await;
+            syncer.run(schedule, wi_runtime::shutdown::signal()).await;
             tracing::info!("stopping");
-            let _ = stop_admin.send(());
-            admin_task.await.context("admin server")?.context("admin server")?;
+            admin.shutdown().await.context("admin server")?;
             Ok(())
         }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT. A signal that cannot be listened for is logged and waited on no further (it
-/// once ended the loop at once when SIGINT could not be registered, and a SIGTERM failure went unsaid).
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
     }
 }

@@ -19,6 +19,7 @@ mod fake_api;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wi_runtime::procfs;
 
 use bytes::Bytes;
 use fake_api::{admission_fixture, fake_api, kubeconfig};
@@ -123,18 +124,6 @@ fn cert_der(cert: &rcgen::Certificate) -> rustls::pki_types::CertificateDer<'sta
     cert.der().clone()
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// One keep-alive HTTPS connection sending `body` until `until`; returns the latencies after `measure_from`.
 async fn worker(
     server: SocketAddr,
@@ -234,7 +223,7 @@ async fn main() {
     );
     let mut server = start_server(10_000).await;
     let pid = server.child.id().unwrap();
-    let (idle_rss, _) = rss_kib(pid);
+    let idle_rss = procfs::memory(Some(pid)).unwrap().rss_kib;
     let (null_body, mutate_body) = (review("false"), review("true"));
     println!("request body: {} bytes (04-deployment-pod.json)", mutate_body.len());
     println!("| run | requests/s | p50 | p99 | requests/s vs null | p99 vs null |");
@@ -257,11 +246,14 @@ async fn main() {
             mutate.p99.as_secs_f64() / null.p99.as_secs_f64()
         );
     }
-    let (loaded_rss, peak) = rss_kib(pid);
+    let procfs::Memory {
+        rss_kib: loaded_rss,
+        peak_kib: peak,
+    } = procfs::memory(Some(pid)).unwrap();
     server.child.kill().await.unwrap();
 
     let mut small = start_server(10).await;
-    let (small_rss, _) = rss_kib(small.child.id().unwrap());
+    let small_rss = procfs::memory(Some(small.child.id().unwrap())).unwrap().rss_kib;
     small.child.kill().await.unwrap();
     println!("\nresident memory of wi-webhook serve");
     println!("| ServiceAccounts cached | RSS idle | RSS after the load | peak |");

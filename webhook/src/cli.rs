@@ -18,11 +18,11 @@ use crate::review::{AdmissionReview, PodCreate};
 use crate::server::ServeConfig;
 use crate::server::certs::{CertConfig, CertMode};
 use crate::server::tls::TlsVersion;
-use crate::telemetry::{LogConfig, LogFormat};
 use wi_contract::{
     DEFAULT_AUDIENCE, ENV_ADMIN_LISTEN, ENV_ROTATION_INTERVAL, ENV_SECRETS_CONFIG, ENV_SECRETS_DIR,
     SECRET_PROVIDER_CLASS_ANNOTATION,
 };
+use wi_runtime::log::{LogConfig, LogFormat};
 
 /// Mutating admission webhook that gives Kubernetes pods an Azure workload identity and their Key Vault secrets.
 ///

@@ -39,4 +39,3 @@ pub mod lookup;
 pub mod mutate;
 pub mod review;
 pub mod server;
-pub mod telemetry;

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::StatusCode;
 use serde_json::Value;
-use wi_webhook::server::{Webhook, shutdown_signal};
-use wi_webhook::telemetry::{LogConfig, LogFormat};
+use wi_runtime::log::{LogConfig, LogFormat};
+use wi_runtime::shutdown::signal as shutdown_signal;
+use wi_webhook::server::Webhook;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -33,7 +34,7 @@ impl Write for Captured {
 async fn sigterm_drains_the_request_in_flight_and_logs_say_what_happened() {
     let logs = Captured::default();
     let writer = logs.clone();
-    wi_webhook::telemetry::init_with_writer(
+    wi_runtime::log::init_with_writer(
         &LogConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),

@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
     if writeln!(stdout, "{ready}").and_then(|()| stdout.flush()).is_err() {
         return ExitCode::FAILURE;
     }
-    wi_webhook::server::shutdown_signal().await;
+    wi_runtime::shutdown::signal().await;
     eprintln!("wi-emulator: stopping");
     drop(emulator);
     ExitCode::SUCCESS

@@ -19,10 +19,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::{StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -34,10 +30,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::{self, Admission, Limits};
 use crate::config::Config;
 use crate::lookup::{KubeLookup, Lookup};
-use crate::telemetry::LogConfig;
 use certs::{CertConfig, CertManager, CertMode};
 use metrics::Metrics;
 use tls::{CertStore, TlsVersion};
+use wi_runtime::admin::{AdminServer, Health};
+use wi_runtime::log::LogConfig;
 
 /// What `wi-webhook serve` runs with (its flags, read by `wi_webhook::cli`).
 #[derive(Debug, Clone)]
@@ -95,23 +92,17 @@ struct AdminState {
     shutting_down: Arc<AtomicBool>,
 }
 
-/// The admin endpoint (`/healthz`, `/readyz`, `/metrics`), serving from the moment it is started until the webhook
-/// stops: started first, so that probes get an answer (live, not ready) while the serving certificate is being set
-/// up, however slow the API server.
+/// The admin endpoint (`/healthz`, `/readyz`, `/metrics`, served by [`wi_runtime::admin`]), serving from the moment
+/// it is started until the webhook stops: started first, so that probes get an answer (live, not ready) while the
+/// serving certificate is being set up, however slow the API server.
 pub struct Admin {
     state: Arc<AdminState>,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: AdminServer,
 }
 
 impl Admin {
     /// Binds `listen` and serves; `trusted` is the readiness flag of the certificate (true for files).
     pub async fn start(listen: SocketAddr, lookup: Arc<dyn Lookup>, trusted: Arc<AtomicBool>) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(AdminState {
             lookup,
             certs: std::sync::OnceLock::new(),
@@ -120,45 +111,18 @@ impl Admin {
             metrics: Arc::new(Metrics::default()),
             shutting_down: Arc::new(AtomicBool::new(false)),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = admin_router(state.clone());
-        let task = tokio::spawn(async move {
-            let stopped = async {
-                let _ = stopped.await;
-            };
-            axum::serve(listener, app).with_graceful_shutdown(stopped).await
-        });
-        Ok(Admin {
-            state,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        let server = AdminServer::start(listen, state.clone()).await?;
+        Ok(Admin { state, server })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops serving and waits for the server task.
-    async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.context("admin server task")?.context("admin server")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        // A webhook that failed to start: stop answering probes.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await.context("admin server")
     }
 }
 
@@ -345,38 +309,10 @@ impl Webhook {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            futures::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                futures::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = futures::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
-}
-
 /// `wi-webhook serve`: connects to Kubernetes (KUBECONFIG or in-cluster), starts the caches, serves until a signal.
 pub async fn serve(args: ServeConfig, provider: Arc<CryptoProvider>) -> anyhow::Result<()> {
     args.certs.check().map_err(anyhow::Error::msg)?;
-    crate::telemetry::init(&args.log)?;
+    wi_runtime::log::init(&args.log)?;
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster service account)")?;
@@ -398,7 +334,7 @@ pub async fn serve(args: ServeConfig, provider: Arc<CryptoProvider>) -> anyhow::
             Webhook::bind_with(args, lookup, provider, certs, Some(manager), Some(admin)).await?
         }
     };
-    webhook.run(shutdown_signal()).await
+    webhook.run(wi_runtime::shutdown::signal()).await
 }
 
 /// The tenant is required to serve, and a tenant id is a UUID: a placeholder left in a manifest stops the server
@@ -413,55 +349,34 @@ fn check_tenant(args: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn admin_router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state)
-}
+impl Health for AdminState {
+    fn ready(&self) -> Result<(), String> {
+        let not_ready = if self.shutting_down.load(Ordering::Acquire) {
+            "shutting down"
+        } else if self.certs.get().is_none() {
+            "setting up the serving certificate (the Secret and the caBundle)"
+        } else if !self.accepting.load(Ordering::Acquire) {
+            "not accepting admission requests yet"
+        } else if !self.lookup.is_ready() {
+            "caches not synced yet"
+        } else if !self.trusted.load(Ordering::Acquire) {
+            "the served certificate is not trusted by the webhook configuration's caBundle yet"
+        } else {
+            return Ok(());
+        };
+        Err(not_ready.to_owned())
+    }
 
-async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    if state.shutting_down.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
-    } else if state.certs.get().is_none() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "setting up the serving certificate (the Secret and the caBundle)",
-        )
-            .into_response()
-    } else if !state.accepting.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "not accepting admission requests yet").into_response()
-    } else if !state.lookup.is_ready() {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
-    } else if !state.trusted.load(Ordering::Acquire) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the served certificate is not trusted by the webhook configuration's caBundle yet",
-        )
-            .into_response()
-    } else {
-        "ok".into_response()
+    fn metrics(&self) -> String {
+        for (kind, count) in self.lookup.cached() {
+            self.metrics
+                .cached_objects
+                .get_or_create(&metrics::CacheLabels { kind })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        if let Some(certs) = self.certs.get() {
+            self.metrics.certificate_expiry.set(certs.not_after());
+        }
+        self.metrics.encode()
     }
-}
-
-async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
-    for (kind, count) in state.lookup.cached() {
-        state
-            .metrics
-            .cached_objects
-            .get_or_create(&metrics::CacheLabels { kind })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-    if let Some(certs) = state.certs.get() {
-        state.metrics.certificate_expiry.set(certs.not_after());
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }

@@ -1,0 +1,83 @@
+//! Logging: one `tracing` subscriber, plain or JSON lines on standard error.
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object a line, with the fields of the current span (the webhook's uid, namespace, pod, ...).
+    Json,
+}
+
+/// How and what to log (`--log-format`, `--log-level`).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// A level or `tracing` filter directives (e.g. `info`, `debug`, `info,kube=warn`).
+    pub level: String,
+}
+
+/// The logger could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The level or filter does not parse.
+    #[error("--log-level {level:?}: {source}")]
+    Filter {
+        /// What was given.
+        level: String,
+        /// Why it does not parse.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber is already installed.
+    #[error("cannot install the logger: {0}")]
+    Install(String),
+}
+
+/// Installs the global subscriber, writing to standard error (a handle per line, never a held lock: a `main` that
+/// held the stderr lock once hung the first worker thread that logged).
+pub fn init(config: &LogConfig) -> Result<(), LogError> {
+    init_with_writer(config, std::io::stderr)
+}
+
+/// Installs the global subscriber, writing where `writer` says (tests capture the lines this way).
+pub fn init_with_writer<W>(config: &LogConfig, writer: W) -> Result<(), LogError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::builder()
+        .parse(&config.level)
+        .map_err(|source| LogError::Filter {
+            level: config.level.clone(),
+            source,
+        })?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let result = match config.format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    result.map_err(|e| LogError::Install(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_that_does_not_parse_names_the_flag() {
+        let error = init(&LogConfig {
+            format: LogFormat::Json,
+            level: "info,=x=y".to_owned(),
+        })
+        .unwrap_err();
+        assert!(error.to_string().starts_with("--log-level \"info,=x=y\": "), "{error}");
+    }
+}
