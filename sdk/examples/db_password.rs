@@ -4,8 +4,8 @@
 //! cargo run -p wi-sdk --example db_password -- /mnt/secrets-store db-password
 //! ```
 //!
-//! The password is read through [`wi_sdk::Value`]: validated (non-empty UTF-8, trimmed) before it replaces the
-//! current one, held in a [`wi_sdk::Secret`] that never prints, and the "connection pool" is rebuilt on each
+//! The password is read through [`wi_sdk::Watched`]: validated (non-empty UTF-8, trimmed) before it replaces the
+//! current one, held in a [`wi_sdk::Redacted`] that never prints, and the "connection pool" is rebuilt on each
 //! rotation by a callback. Queries read the current password lock-free.
 
 use std::process::ExitCode;
@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
     let pool = Arc::new(Pool::default());
     let rebuild = {
         let (pool, value) = (pool.clone(), password.clone());
-        password.on_change(move |new: &Trimmed| pool.rebuild(&new.0, value.generation()))
+        password.on_change(move |new: &Trimmed| pool.rebuild(new, value.generation()))
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     loop {

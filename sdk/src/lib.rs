@@ -3,9 +3,10 @@
 //!
 //! - [`SecretsDir`] watches a directory: inotify on the directory (never on the files, which are swapped away
 //!   through the `..data` symlink), a consistent re-read on any event, overflow or error, a poll as the backstop.
-//! - [`Value`] is a typed value derived from it ([`String`], bytes, [`Json`], your own [`FromSecret`] or a
-//!   function of the whole [`Snapshot`]), validated before it replaces the current one, held in a [`Secret`] that
-//!   never prints.
+//! - [`Watched`] is a typed value derived from it ([`String`], bytes, [`Json`], your own [`FromSecret`] or a
+//!   function of the whole [`Snapshot`]), validated before it replaces the current one, held in a [`Redacted`] that
+//!   never prints. Reads and parses after the first, and `on_change` callbacks, run on tokio's blocking pool, never
+//!   on the app's runtime workers.
 //! - [`tls::CertResolver`] serves a rotated certificate to rustls (feature `rustls`).
 //! - [`identity::from_env`] builds the Azure workload identity credential from the injected env (feature
 //!   `identity`).
@@ -28,11 +29,11 @@
 //! password.wait_ready(Duration::from_secs(30)).await?;
 //!
 //! // Cheap, lock-free reads of the current value wherever it is used...
-//! if let Some(current) = password.current() {
-//!     connect(&current.expose().0);
+//! if let Some(password) = password.expose() {
+//!     connect(&password);
 //! }
-//! // ...or a callback on every rotation; dropping the subscription stops it.
-//! let _reconnect = password.on_change(|new| connect(&new.0));
+//! // ...or a callback on every rotation (on the blocking pool: it may block); dropping the subscription stops it.
+//! let _reconnect = password.on_change(|new| connect(new));
 //! if let Some(stale) = settings.stale() {
 //!     eprintln!("settings.json rejected since {:?}: {}", stale.since, stale.error);
 //! }
@@ -51,7 +52,7 @@ pub mod value;
 pub mod watch;
 
 pub use snapshot::Snapshot;
-pub use value::{FromSecret, Json, ParseError, Secret, Subscription, Trimmed, Value};
+pub use value::{Exposed, FromSecret, Json, ParseError, Redacted, Subscription, Trimmed, Watched};
 pub use watch::{SecretsDir, Stale, WatchMode, WatchOptions};
 
 /// The README's Rust snippets, compiled as doctests so that the README stays true.

@@ -10,7 +10,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::snapshot::Snapshot;
-use crate::value::{ParseError, Value};
+use crate::value::{ParseError, Watched};
 use crate::watch::SecretsDir;
 
 /// Which files hold the certificate.
@@ -42,7 +42,7 @@ impl CertFiles {
 /// that does not parse, is rejected and the previous one kept ([`CertResolver::value`] tells why).
 #[derive(Debug, Clone)]
 pub struct CertResolver {
-    value: Value<Arc<CertifiedKey>>,
+    value: Watched<Arc<CertifiedKey>>,
 }
 
 impl CertResolver {
@@ -57,7 +57,7 @@ impl CertResolver {
     }
 
     /// The underlying value: its generation, staleness and change notifications.
-    pub fn value(&self) -> &Value<Arc<CertifiedKey>> {
+    pub fn value(&self) -> &Watched<Arc<CertifiedKey>> {
         &self.value
     }
 }

@@ -12,14 +12,14 @@ use tokio::sync::watch;
 use crate::snapshot::Snapshot;
 use crate::watch::{SecretsDir, Stale};
 
-/// A value that must not be printed: `Debug` and `Display` show `[redacted]`; [`Secret::expose`] gives it.
+/// A value that must not be printed: `Debug` and `Display` show `[redacted]`; [`Redacted::expose`] gives it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
+pub struct Redacted<T>(T);
 
-impl<T> Secret<T> {
+impl<T> Redacted<T> {
     /// Wraps a value.
     pub fn new(value: T) -> Self {
-        Secret(value)
+        Redacted(value)
     }
 
     /// The value, for the one place that uses it.
@@ -28,13 +28,13 @@ impl<T> Secret<T> {
     }
 }
 
-impl<T> fmt::Debug for Secret<T> {
+impl<T> fmt::Debug for Redacted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
+        f.write_str("Redacted([redacted])")
     }
 }
 
-impl<T> fmt::Display for Secret<T> {
+impl<T> fmt::Display for Redacted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
@@ -91,6 +91,14 @@ impl FromSecret for Trimmed {
     }
 }
 
+impl std::ops::Deref for Trimmed {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for Trimmed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Trimmed([redacted])")
@@ -100,6 +108,14 @@ impl fmt::Debug for Trimmed {
 /// A JSON document deserialized into `T`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Json<T>(pub T);
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 impl<T> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,24 +134,24 @@ impl<T: DeserializeOwned + Send + Sync + 'static> FromSecret for Json<T> {
 
 struct ValueShared<T> {
     name: String,
-    current: ArcSwapOption<Secret<T>>,
+    current: ArcSwapOption<Redacted<T>>,
     generation: AtomicU64,
-    sender: watch::Sender<Option<Arc<Secret<T>>>>,
+    sender: watch::Sender<Option<Arc<Redacted<T>>>>,
     stale: Mutex<Option<Stale>>,
 }
 
 /// A value kept up to date from a [`SecretsDir`]: each new snapshot is parsed and validated, and replaces the
-/// current value only when that succeeds; otherwise the last good value stays and [`Value::stale`] says why and
+/// current value only when that succeeds; otherwise the last good value stays and [`Watched::stale`] says why and
 /// since when. Cheap to clone.
-pub struct Value<T> {
+pub struct Watched<T> {
     shared: Arc<ValueShared<T>>,
     _dir: SecretsDir,
     _task: Arc<crate::watch::AbortOnDrop>,
 }
 
-impl<T> Clone for Value<T> {
+impl<T> Clone for Watched<T> {
     fn clone(&self) -> Self {
-        Value {
+        Watched {
             shared: self.shared.clone(),
             _dir: self._dir.clone(),
             _task: self._task.clone(),
@@ -143,9 +159,9 @@ impl<T> Clone for Value<T> {
     }
 }
 
-impl<T> fmt::Debug for Value<T> {
+impl<T> fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value")
+        f.debug_struct("Watched")
             .field("name", &self.shared.name)
             .field("generation", &self.shared.generation.load(Ordering::Acquire))
             .field("stale", &self.shared.stale.lock().ok().and_then(|s| s.clone()))
@@ -167,7 +183,7 @@ pub struct ValueNotReady {
 
 impl SecretsDir {
     /// The file `name` parsed as `T`.
-    pub fn value<T: FromSecret>(&self, name: &str) -> Value<T> {
+    pub fn value<T: FromSecret>(&self, name: &str) -> Watched<T> {
         let file = name.to_owned();
         self.derive(name, move |snapshot| {
             let bytes = snapshot
@@ -179,7 +195,7 @@ impl SecretsDir {
 
     /// A value computed from whole snapshots (several files at once, such as a certificate and its key) by `parse`,
     /// named `name` in errors.
-    pub fn derive<T, F>(&self, name: &str, parse: F) -> Value<T>
+    pub fn derive<T, F>(&self, name: &str, parse: F) -> Watched<T>
     where
         T: Send + Sync + 'static,
         F: Fn(&Snapshot) -> Result<T, ParseError> + Send + Sync + 'static,
@@ -193,16 +209,26 @@ impl SecretsDir {
             stale: Mutex::new(None),
         });
         let mut snapshots = self.subscribe();
+        // The first parse on the calling thread, so that the value is useful when this returns; every later one on
+        // tokio's blocking pool, never on the app's runtime workers (a certificate parse takes milliseconds).
         let first = snapshots.borrow_and_update().clone();
         apply(&shared, &parse, &first);
+        let parse = Arc::new(parse);
         let task_shared = shared.clone();
         let task = tokio::spawn(async move {
             while snapshots.changed().await.is_ok() {
                 let snapshot = snapshots.borrow_and_update().clone();
-                apply(&task_shared, &parse, &snapshot);
+                let (shared, parse) = (task_shared.clone(), parse.clone());
+                if tokio::task::spawn_blocking(move || apply(&shared, parse.as_ref(), &snapshot))
+                    .await
+                    .is_err()
+                {
+                    // The runtime is shutting down.
+                    return;
+                }
             }
         });
-        Value {
+        Watched {
             shared,
             _dir: self.clone(),
             _task: Arc::new(crate::watch::AbortOnDrop(task)),
@@ -219,7 +245,7 @@ where
     }
     match parse(snapshot) {
         Ok(value) => {
-            let value = Arc::new(Secret(value));
+            let value = Arc::new(Redacted(value));
             shared.current.store(Some(value.clone()));
             shared.generation.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut stale) = shared.stale.lock() {
@@ -237,9 +263,15 @@ where
     }
 }
 
-impl<T: Send + Sync + 'static> Value<T> {
-    /// The current value, `None` until a first valid one. Lock-free.
-    pub fn current(&self) -> Option<Arc<Secret<T>>> {
+impl<T: Send + Sync + 'static> Watched<T> {
+    /// The current value, `None` until a first valid one: the one call that reads a secret where it is used
+    /// (`connect(&password.expose()?)`). Lock-free; the [`Exposed`] keeps this value alive through a rotation.
+    pub fn expose(&self) -> Option<Exposed<T>> {
+        self.current().map(Exposed)
+    }
+
+    /// The current value, still redacted, `None` until a first valid one. Lock-free.
+    pub fn current(&self) -> Option<Arc<Redacted<T>>> {
         self.shared.current.load_full()
     }
 
@@ -254,22 +286,32 @@ impl<T: Send + Sync + 'static> Value<T> {
     }
 
     /// A receiver that sees every new valid value.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Secret<T>>>> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Redacted<T>>>> {
         self.shared.sender.subscribe()
     }
 
-    /// Calls `callback` with every new valid value (the current one first, if any), on the tokio runtime, until the
-    /// returned handle is dropped.
+    /// Calls `callback` with every new valid value (the current one first, if any), one call at a time and in
+    /// order, until the returned handle is dropped. It runs on tokio's blocking pool, so it may block (rebuild a
+    /// connection pool, call a synchronous client) without stalling the app's runtime workers; inside it,
+    /// `tokio::runtime::Handle::current()` is the app's runtime.
     pub fn on_change<F>(&self, callback: F) -> Subscription
     where
-        F: Fn(&T) + Send + 'static,
+        F: Fn(&T) + Send + Sync + 'static,
     {
         let mut receiver = self.subscribe();
+        let callback = Arc::new(callback);
         let task = tokio::spawn(async move {
             loop {
                 let value = receiver.borrow_and_update().clone();
                 if let Some(value) = value {
-                    callback(value.expose());
+                    let callback = callback.clone();
+                    if tokio::task::spawn_blocking(move || callback(value.expose()))
+                        .await
+                        .is_err()
+                    {
+                        // The callback panicked or the runtime is shutting down: the subscription ends.
+                        return;
+                    }
                 }
                 if receiver.changed().await.is_err() {
                     return;
@@ -282,7 +324,7 @@ impl<T: Send + Sync + 'static> Value<T> {
     }
 
     /// Waits for a first valid value, at most `timeout`.
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<Secret<T>>, ValueNotReady> {
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<Redacted<T>>, ValueNotReady> {
         let mut receiver = self.subscribe();
         match tokio::time::timeout(timeout, receiver.wait_for(Option::is_some)).await {
             Ok(Ok(value)) => value.clone().ok_or_else(|| self.not_ready(timeout)),
@@ -299,7 +341,25 @@ impl<T: Send + Sync + 'static> Value<T> {
     }
 }
 
-/// Keeps an [`Value::on_change`] callback running; dropping it stops the callback.
+/// The current value of a [`Watched`], exposed: dereferences to `T` (and [`Trimmed`] on to `str`, [`Json<T>`] on to
+/// `T`). `Debug` still prints `[redacted]`.
+pub struct Exposed<T>(Arc<Redacted<T>>);
+
+impl<T> std::ops::Deref for Exposed<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.expose()
+    }
+}
+
+impl<T> fmt::Debug for Exposed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Exposed([redacted])")
+    }
+}
+
+/// Keeps a [`Watched::on_change`] callback running; dropping it stops the callback.
 pub struct Subscription {
     _task: crate::watch::AbortOnDrop,
 }
@@ -316,8 +376,8 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_parsers_say_what_is_wrong_without_the_content() {
-        let secret = Secret::new("hunter2".to_owned());
-        assert_eq!(format!("{secret:?} {secret}"), "Secret([redacted]) [redacted]");
+        let secret = Redacted::new("hunter2".to_owned());
+        assert_eq!(format!("{secret:?} {secret}"), "Redacted([redacted]) [redacted]");
         assert_eq!(secret.expose(), "hunter2");
         assert_eq!(
             String::from_secret(b"a\xffb").unwrap_err().0,

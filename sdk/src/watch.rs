@@ -254,7 +254,7 @@ async fn run(
     loop {
         if armed.arm(&shared.dir, watcher.as_mut()) {
             // The directory (re)appeared: read what it got before the watch was set up.
-            reload(&shared);
+            reload_off_workers(&shared).await;
         }
         tokio::select! {
             received = events.recv(), if events_open => {
@@ -268,8 +268,16 @@ async fn run(
             }
             _ = ticker.tick() => {}
         }
-        reload(&shared);
+        reload_off_workers(&shared).await;
     }
+}
+
+/// [`reload`] on tokio's blocking pool: a read (up to 1,000 tries while kubelet swaps `..data`) never runs on the
+/// app's runtime workers.
+async fn reload_off_workers(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    // An error is a panic in the read (a bug) or a runtime shutting down; the next event or tick reads again.
+    let _ = tokio::task::spawn_blocking(move || reload(&shared)).await;
 }
 
 /// Reads the directory and publishes a new snapshot if anything changed.

@@ -353,3 +353,78 @@ async fn callbacks_see_every_value_and_stop_when_dropped() {
         "the callback ran after its subscription was dropped"
     );
 }
+
+/// On a runtime with one thread, a callback that blocks until the runtime answers it only finishes when it runs
+/// off the runtime's thread: on it, the runtime could never answer (it did, before callbacks moved to the blocking
+/// pool: the callback gave up after its 5 s and the test failed).
+#[tokio::test(flavor = "current_thread")]
+async fn callbacks_and_parses_run_off_the_runtime_thread() {
+    let tmp = scratch();
+    let dir = tmp.path().join("secrets");
+    kubelet_write(&dir, &[("password", b"p1")]);
+    let secrets = SecretsDir::watch(&dir).unwrap();
+    let runtime_thread = std::thread::current().id();
+
+    // A blocking callback: it tells the runtime it started, then waits for the runtime's answer.
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel::<()>();
+    let answer_rx = std::sync::Mutex::new(answer_rx);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let password = secrets.value::<String>("password");
+    let _subscription = password.on_change(move |p: &String| {
+        let _ = started_tx.send(std::thread::current().id());
+        let answered = answer_rx.lock().unwrap().recv_timeout(Duration::from_secs(5)).is_ok();
+        let _ = done_tx.send((p.clone(), answered));
+    });
+    let callback_thread = started_rx.recv().await.unwrap();
+    assert_ne!(callback_thread, runtime_thread);
+    answer_tx.send(()).unwrap();
+    assert_eq!(done_rx.recv().await.unwrap(), ("p1".to_owned(), true));
+
+    // Parses after the first run off the runtime's thread too.
+    let parsed_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = parsed_on.clone();
+    let length = secrets.derive("length", move |snapshot| {
+        record.lock().unwrap().push(std::thread::current().id());
+        Ok(snapshot.get("password").map_or(0, <[u8]>::len))
+    });
+    kubelet_write(&dir, &[("password", b"p22")]);
+    let mut receiver = length.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        receiver.wait_for(|v| v.as_ref().is_some_and(|v| *v.expose() == 3)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let threads = parsed_on.lock().unwrap().clone();
+    assert_eq!(
+        threads.first(),
+        Some(&runtime_thread),
+        "the first parse is on the caller's thread"
+    );
+    assert!(
+        threads[1..].iter().all(|t| *t != runtime_thread) && threads.len() >= 2,
+        "{threads:?}"
+    );
+    answer_tx.send(()).unwrap();
+    assert_eq!(done_rx.recv().await.unwrap(), ("p22".to_owned(), true));
+}
+
+/// One call reads a value where it is used; it still never prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_is_read_in_one_call_and_still_redacted() {
+    let tmp = scratch();
+    let dir = tmp.path().join("secrets");
+    kubelet_write(
+        &dir,
+        &[("password", b" hunter2\n"), ("settings.json", br#"{"pool_size": 4}"#)],
+    );
+    let secrets = SecretsDir::watch(&dir).unwrap();
+    let password = secrets.value::<wi_sdk::Trimmed>("password");
+    let settings = secrets.value::<Json<Settings>>("settings.json");
+    let connect = |password: &str| password.len();
+    assert_eq!(connect(&password.expose().unwrap()), 7);
+    assert_eq!(settings.expose().unwrap().pool_size, 4);
+    assert_eq!(format!("{:?}", password.expose().unwrap()), "Exposed([redacted])");
+}

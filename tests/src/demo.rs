@@ -504,11 +504,11 @@ fn kubelet_write(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Resul
 }
 
 /// Waits until the app's value is `want`; returns how long it took.
-async fn wait_for_value(value: &wi_sdk::Value<String>, want: &str, timeout: Duration) -> anyhow::Result<Duration> {
+async fn wait_for_value(value: &wi_sdk::Watched<String>, want: &str, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut updates = value.subscribe();
     loop {
-        if value.current().is_some_and(|v| v.expose() == want) {
+        if value.expose().is_some_and(|v| *v == want) {
             return Ok(started.elapsed());
         }
         let left = timeout
@@ -742,7 +742,7 @@ pub async fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Step
         .step("The app (wi-sdk) reads the secret", async {
             let dir = volumes.dir("wi-secrets-store");
             let secrets = wi_sdk::SecretsDir::watch(&dir)?;
-            let value: wi_sdk::Value<String> = secrets.value(SECRET_NAME);
+            let value: wi_sdk::Watched<String> = secrets.value(SECRET_NAME);
             let current = value.wait_ready(Duration::from_secs(10)).await?;
             ensure!(current.expose() == SECRET_VALUE, "the app read {:?}", current.expose());
             Ok((
@@ -833,7 +833,7 @@ pub async fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Step
             };
             write(fetcher.fetch_all().await?)?;
             let secrets = wi_sdk::SecretsDir::watch(&dir)?;
-            let value: wi_sdk::Value<String> = secrets.value(SECRET_NAME);
+            let value: wi_sdk::Watched<String> = secrets.value(SECRET_NAME);
             let current = value.wait_ready(Duration::from_secs(10)).await?;
             ensure!(current.expose() == ROTATED_VALUE, "the app read {:?}", current.expose());
             emulator.set_secret(&examples.vault, SECRET_NAME, ROTATED_AGAIN, None)?;
