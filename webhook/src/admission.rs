@@ -81,11 +81,11 @@ pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config
         Some("true") | Some("false") => None,
         _ => lookup.namespace_labels(pod.namespace).await?,
     };
-    let (opted, warnings) = mutate::opt_in(pod.pod, namespace_labels.as_ref());
-    if !opted {
+    let opt_in = mutate::opt_in(pod.pod, namespace_labels.as_ref());
+    if !opt_in.opted_in {
         return Ok(Mutation {
             patch: json_patch::Patch(Vec::new()),
-            warnings,
+            warnings: opt_in.warnings,
         });
     }
     let sa = lookup
@@ -110,7 +110,7 @@ pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config
         service_account: &sa,
         secret_provider_class,
     };
-    Ok(mutate::mutate(pod.pod, &inputs, config)?)
+    Ok(mutate::mutate_with(pod.pod, opt_in, &inputs, config)?)
 }
 
 /// Answers one AdmissionReview: anything but a pod CREATE is allowed unchanged; a pod CREATE goes through

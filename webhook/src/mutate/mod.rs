@@ -23,7 +23,7 @@ mod values;
 
 pub use denial::Denial;
 pub use inputs::{ClassLookup, Inputs, Mutation, ObjectError, ServiceAccount, namespace_labels};
-pub use opt_in::opt_in;
+pub use opt_in::{OptIn, opt_in};
 pub use pod::{secret_provider_class_name, service_account_name};
 
 use json_patch::Patch;
@@ -35,16 +35,20 @@ use annotations::{Delivery, check_proxy_annotations, name_list, secrets_plan, to
 use diagnostics::{warn_identity, warn_lookalikes, warn_secret_provider_class, warn_unknown_names};
 use identity::{Identity, inject_containers, inject_volume, mount_index, token_volume};
 use marker::{read_marker, record};
-use opt_in::opted_in;
 use patch::Pass;
 use pod::{PodParts, containers_of};
 use sidecar::{inject_sidecar, sidecar_container};
 
-/// Computes the patch for a pod. See the module docs.
+/// Computes the patch for a pod: [`opt_in`] from `inputs.namespace_labels`, then [`mutate_with`]. See the module docs.
 pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutation, Denial> {
+    mutate_with(pod, opt_in(pod, inputs.namespace_labels), inputs, config)
+}
+
+/// Computes the patch for a pod whose opt-in was decided already (by the admission path, before any lookup).
+pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Config) -> Result<Mutation, Denial> {
     let parts = PodParts::read(pod)?;
-    let mut warnings = Vec::new();
-    if !opted_in(&parts.labels, inputs.namespace_labels, &mut warnings) {
+    let mut warnings = opt_in.warnings;
+    if !opt_in.opted_in {
         return Ok(Mutation {
             patch: Patch(Vec::new()),
             warnings,

@@ -7,17 +7,27 @@ use wi_contract::*;
 
 use super::values::string_map;
 
-/// Whether the pod asked to be injected, decided before anything is looked up: its own `use` label, else its
-/// namespace's; with the warnings for a label that is neither `"true"` nor `"false"`. A pod that did not ask is
-/// allowed unchanged with these warnings, whatever its ServiceAccount (the engine does not read it then).
-pub fn opt_in(pod: &Value, namespace_labels: Option<&BTreeMap<String, String>>) -> (bool, Vec<String>) {
-    let labels = string_map(pod.pointer("/metadata/labels"));
-    let mut warnings = Vec::new();
-    let opted = opted_in(&labels, namespace_labels, &mut warnings);
-    (opted, warnings)
+/// Whether a pod asked to be injected, and the warnings about its `use` label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptIn {
+    /// The pod is injected.
+    pub opted_in: bool,
+    /// A label that is neither `"true"` nor `"false"`, and what was made of it.
+    pub warnings: Vec<String>,
 }
 
-pub(super) fn opted_in(
+/// Whether the pod asked to be injected, decided before anything is looked up: its own `use` label, else its
+/// namespace's; with the warnings for a label that is neither `"true"` nor `"false"`. A pod that did not ask is
+/// allowed unchanged with these warnings, whatever its ServiceAccount (the engine does not read it then). Decided
+/// once: the admission path hands it to [`super::mutate_with`].
+pub fn opt_in(pod: &Value, namespace_labels: Option<&BTreeMap<String, String>>) -> OptIn {
+    let labels = string_map(pod.pointer("/metadata/labels"));
+    let mut warnings = Vec::new();
+    let opted_in = opted_in(&labels, namespace_labels, &mut warnings);
+    OptIn { opted_in, warnings }
+}
+
+fn opted_in(
     labels: &BTreeMap<String, String>,
     namespace_labels: Option<&BTreeMap<String, String>>,
     warnings: &mut Vec<String>,
