@@ -23,50 +23,11 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::lookup::{Lookup, LookupError};
-use crate::mutate::{self, ClassLookup, Denial, Inputs, Mutation};
-use crate::review::{AdmissionReview, PodCreate};
-use crate::server::metrics::{Metrics, Outcome};
+use crate::lookup::Lookup;
+use crate::metrics::{Metrics, Outcome};
+use crate::mutate::{self, ClassLookup, Inputs, Mutation};
+use crate::review::{AdmissionReview, PodCreate, Rejection};
 use wi_contract::USE_LABEL;
-
-/// Why a pod CREATE is refused, and with which status: the one place a status code is chosen.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejection {
-    /// The engine refused the pod.
-    #[error(transparent)]
-    Denied(#[from] Denial),
-    /// The pod runs as a ServiceAccount that does not exist.
-    #[error("ServiceAccount {namespace}/{name} not found")]
-    ServiceAccountNotFound {
-        /// The pod's namespace.
-        namespace: String,
-        /// The ServiceAccount it names.
-        name: String,
-    },
-    /// What the pod refers to could not be read; the request may succeed when retried.
-    #[error("{0}; retry the request")]
-    LookupFailed(#[from] LookupError),
-}
-
-impl Rejection {
-    /// The HTTP-like code and reason the API server reports: 500 for an internal error or a failed lookup (a
-    /// retry may succeed), 404 for a missing ServiceAccount, 403 for everything the pod itself can fix.
-    pub fn status(&self) -> (u16, &'static str) {
-        match self {
-            Rejection::Denied(Denial::Internal(_)) | Rejection::LookupFailed(_) => (500, "InternalError"),
-            Rejection::ServiceAccountNotFound { .. } => (404, "NotFound"),
-            Rejection::Denied(_) => (403, "Forbidden"),
-        }
-    }
-
-    /// How the request is counted in `wi_webhook_admission_requests_total`.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Rejection::LookupFailed(_) => Outcome::Error,
-            _ => Outcome::Denied,
-        }
-    }
-}
 
 /// Decides one pod CREATE: opt-in first (from the pod's `use` label, else its namespace's), then the ServiceAccount
 /// and the SecretProviderClass, then the engine.

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::admission::Rejection;
+use crate::lookup::LookupError;
+use crate::metrics::Outcome;
 use crate::mutate::{Denial, Mutation, secret_provider_class_name, service_account_name};
 
 /// The AdmissionReview API versions the webhook accepts.
@@ -41,6 +42,45 @@ pub enum ReviewError {
     /// A pod CREATE whose `request.object` is not a JSON object (upstream answers 400 too: it cannot decode a Pod).
     #[error("request.object of a pod CREATE is {0}, not a Pod")]
     ObjectNotAPod(&'static str),
+}
+
+/// Why a pod CREATE is refused, and with which status: the one place a status code is chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The engine refused the pod.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// The pod runs as a ServiceAccount that does not exist.
+    #[error("ServiceAccount {namespace}/{name} not found")]
+    ServiceAccountNotFound {
+        /// The pod's namespace.
+        namespace: String,
+        /// The ServiceAccount it names.
+        name: String,
+    },
+    /// What the pod refers to could not be read; the request may succeed when retried.
+    #[error("{0}; retry the request")]
+    LookupFailed(#[from] LookupError),
+}
+
+impl Rejection {
+    /// The HTTP-like code and reason the API server reports: 500 for an internal error or a failed lookup (a
+    /// retry may succeed), 404 for a missing ServiceAccount, 403 for everything the pod itself can fix.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Rejection::Denied(Denial::Internal(_)) | Rejection::LookupFailed(_) => (500, "InternalError"),
+            Rejection::ServiceAccountNotFound { .. } => (404, "NotFound"),
+            Rejection::Denied(_) => (403, "Forbidden"),
+        }
+    }
+
+    /// How the request is counted in `wi_webhook_admission_requests_total`.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Rejection::LookupFailed(_) => Outcome::Error,
+            _ => Outcome::Denied,
+        }
+    }
 }
 
 /// Group, version and kind of the object under review.

@@ -19,8 +19,8 @@ use tower::ServiceExt as _;
 use wi_webhook::admission::{self, Admission, Limits};
 use wi_webhook::config::Config;
 use wi_webhook::lookup::Lookup;
+use wi_webhook::metrics::Metrics;
 use wi_webhook::review::decode_patch;
-use wi_webhook::server::metrics::Metrics;
 
 use common::{TENANT, UnreachableServiceAccounts, fixture, fixture_lookup};
 

@@ -891,7 +891,10 @@ fn check(case: &Case) -> Result<(), String> {
                 let before = patch.len();
                 patch.retain(|op| !op.starts_with("add /metadata/annotations"));
                 if before - patch.len() != 1 {
-                    return Err(format!("not exactly one ownership record operation in {:?}", seen.patch));
+                    return Err(format!(
+                        "not exactly one ownership record operation in {:?}",
+                        seen.patch
+                    ));
                 }
             }
             if patch != *want {

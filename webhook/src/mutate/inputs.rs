@@ -1,7 +1,6 @@
 //! What the engine is given and what it answers: the parts of a ServiceAccount and a Namespace it reads, the
 //! SecretProviderClass as the caller found it, and the patch plus warnings of an admitted pod.
 
-use crate::lookup::LookupError;
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
@@ -113,7 +112,7 @@ pub enum ClassLookup<'a> {
     NotFound,
     /// The lookup failed. The pod is still injected for CSI delivery (the driver reads the class itself); sidecar
     /// delivery, which is configured from the class, is denied.
-    Failed(&'a LookupError),
+    Failed(&'a (dyn std::error::Error + Send + Sync)),
 }
 
 impl<'a> From<Option<&'a Value>> for ClassLookup<'a> {

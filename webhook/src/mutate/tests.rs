@@ -452,7 +452,7 @@ fn sidecar_delivery_denies_an_unreadable_class_asking_for_a_retry() {
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
-        secret_provider_class: ClassLookup::Failed(&crate::lookup::LookupError::new("forbidden")),
+        secret_provider_class: ClassLookup::Failed(&std::io::Error::other("forbidden")),
     };
     let err = mutate(&p, &inputs, &config()).unwrap_err().to_string();
     assert!(err.contains("forbidden") && err.contains("retry"), "{err}");
@@ -626,7 +626,7 @@ fn a_class_that_could_not_be_read_is_a_warning_that_says_why() {
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
-        secret_provider_class: ClassLookup::Failed(&crate::lookup::LookupError::new("forbidden")),
+        secret_provider_class: ClassLookup::Failed(&std::io::Error::other("forbidden")),
     };
     let m = mutate(&p, &inputs, &config()).unwrap();
     assert_eq!(

@@ -26,8 +26,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::metrics::ReloadResult;
 use super::tls::CertStore;
+use crate::metrics::ReloadResult;
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,7 +684,7 @@ impl CertManager {
     }
 
     /// Reconciles every `--cert-check-interval`, forever; errors are logged and retried at the next check.
-    pub async fn run(self: Arc<Self>, store: Arc<CertStore>, metrics: Arc<super::metrics::Metrics>) {
+    pub async fn run(self: Arc<Self>, store: Arc<CertStore>, metrics: Arc<crate::metrics::Metrics>) {
         let mut ticker = tokio::time::interval(self.args.cert_check_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

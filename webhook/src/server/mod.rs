@@ -7,7 +7,7 @@
 //! update, stops accepting and drains in-flight requests for at most `--shutdown-grace`.
 
 pub mod certs;
-pub mod metrics;
+
 pub mod tls;
 
 use std::future::Future;
@@ -30,8 +30,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::{self, Admission, Limits};
 use crate::config::Config;
 use crate::lookup::{KubeLookup, Lookup};
+use crate::metrics::{self, Metrics};
 use certs::{CertConfig, CertManager, CertMode};
-use metrics::Metrics;
 use tls::{CertStore, TlsVersion};
 use wi_runtime::admin::{AdminServer, Health};
 use wi_runtime::log::LogConfig;

@@ -15,7 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use super::metrics::{Metrics, ReloadResult};
+use crate::metrics::{Metrics, ReloadResult};
 
 /// Why a certificate and key cannot be served.
 #[derive(Debug, thiserror::Error)]

@@ -377,7 +377,7 @@ async fn a_certificate_changed_in_the_secret_counts_as_a_reload() {
     let manager = Arc::new(CertManager::new(fake.client(), settings));
     let store = manager.initial(provider()).await.unwrap();
     let first = store.leaf();
-    let metrics = Arc::new(super::super::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let task = tokio::spawn(manager.clone().run(store.clone(), metrics.clone()));
     // The Secret is deleted (or replaced by another replica): the next check writes and serves a new certificate.
     fake.objects.lock().unwrap().remove(SECRET_PATH);
