@@ -322,6 +322,7 @@ impl Fetcher {
                     spec,
                     secret.value.as_deref().unwrap_or_default(),
                     secret.content_type.as_deref(),
+                    secret.kid.as_deref(),
                 )
                 .map_err(object)
             }

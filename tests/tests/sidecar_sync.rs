@@ -124,7 +124,8 @@ async fn every_object_type_is_written_as_the_csi_provider_writes_it() {
          - |\n  objectName: signing-ec\n  objectType: key\n\
          - |\n  objectName: web\n  objectType: cert\n  objectAlias: web.crt\n\
          - |\n  objectName: web\n  objectType: secret\n  objectAlias: web.pem\n\
-         - |\n  objectName: web\n  objectType: secret\n  objectFormat: pfx\n  objectAlias: web.pfx\n\
+         - |\n  objectName: web\n  objectType: secret\n  objectFormat: pfx\n  objectAlias: web.pfx.b64\n\
+         - |\n  objectName: web\n  objectType: secret\n  objectFormat: pfx\n  objectEncoding: base64\n  objectAlias: web.pfx\n\
          - |\n  objectName: api\n  objectType: secret\n  objectAlias: api.pem",
     );
     let (fetcher, _token) = fetcher(&emulator, &url, config).await;
@@ -137,6 +138,13 @@ async fn every_object_type_is_written_as_the_csi_provider_writes_it() {
         text("web.pem"),
         format!("{}{}{}", pfx_cert.key_pem, pfx_cert.leaf_pem, pfx_cert.ca_pem),
         "PKCS#12 to PEM: the PKCS#8 key, then the chain leaf to root"
+    );
+    // The provider's pfx: Key Vault's base64 text, the PFX bytes with objectEncoding base64.
+    assert_eq!(
+        files["web.pfx.b64"].data,
+        base64::engine::general_purpose::STANDARD
+            .encode(&pfx_cert.pfx)
+            .into_bytes()
     );
     assert_eq!(files["web.pfx"].data, pfx_cert.pfx);
     assert_eq!(
@@ -152,7 +160,7 @@ async fn every_object_type_is_written_as_the_csi_provider_writes_it() {
         Some(&1),
         "{counters:?}"
     );
-    assert_eq!(counters.get(&format!("{VAULT} get-secret")), Some(&3), "{counters:?}");
+    assert_eq!(counters.get(&format!("{VAULT} get-secret")), Some(&4), "{counters:?}");
 }
 
 /// `objectVersionHistory: 3`: a directory of the three newest enabled versions, `0` the newest; from a given
