@@ -449,6 +449,39 @@ mod tests {
         assert!(err.contains("\"text/plain\"") && !err.contains(&text), "{err}");
     }
 
+    /// A root, an intermediate it signed and a leaf the intermediate signed, as DER.
+    fn three_levels() -> [Vec<u8>; 3] {
+        let ca = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params.use_authority_key_identifier_extension = true;
+            params
+        };
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let root = ca("root").self_signed(&root_key).unwrap();
+        let root_issuer = rcgen::Issuer::new(ca("root"), root_key);
+        let mid_key = rcgen::KeyPair::generate().unwrap();
+        let mid = ca("intermediate").signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_issuer = rcgen::Issuer::new(ca("intermediate"), mid_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["leaf.example".to_owned()]).unwrap();
+        leaf_params.use_authority_key_identifier_extension = true;
+        let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).unwrap();
+        [leaf.der().to_vec(), mid.der().to_vec(), root.der().to_vec()]
+    }
+
+    /// The provider's order: leaf, then its parents by key ids; with a gap, the PFX's order and nothing dropped.
+    #[test]
+    fn certificates_follow_the_chain_or_keep_their_order_when_it_has_a_gap() {
+        let [leaf, mid, root] = three_levels();
+        let shuffled = vec![root.clone(), leaf.clone(), mid.clone()];
+        assert_eq!(chain_order(shuffled), vec![leaf.clone(), mid.clone(), root.clone()]);
+        let gap = vec![root.clone(), leaf.clone()];
+        assert_eq!(chain_order(gap.clone()), gap);
+        assert_eq!(chain_order(vec![b"not a certificate".to_vec(), leaf.clone()]).len(), 2);
+    }
+
     #[test]
     fn a_broken_pkcs12_is_an_error_without_the_value() {
         let value = b64(b"not a pfx at all");
