@@ -1367,3 +1367,342 @@ async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
     assert!(exit.success(), "exit {exit}:\n{}", webhook.log());
     drop(emulator);
 }
+
+/// Which upstream Azure Workload Identity release a stand-in webhook mutates like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// v1.5: volume `azure-identity-token` mounted at `/var/run/secrets/azure/tokens`, the names this webhook uses.
+    V1_5,
+    /// v1.6: a volume named after the pod, mounted under `/var/run/secrets/azure/wi/`.
+    V1_6,
+}
+
+/// Upstream's mutation, from its documented behaviour (REFERENCE.md §1) and its tests' expectations, applied to a
+/// pod as upstream does: env vars added only when absent, a token mount per container unless one of that volume is
+/// there, the projected token volume replaced by upstream's own when one of its name exists; the patch made by
+/// diffing the pod before and after, as upstream makes it. The ServiceAccount's client id is given (upstream reads
+/// it from the cluster).
+fn upstream_mutation(version: Upstream, pod: &Value, client_id: &str) -> Value {
+    let identity = pod["metadata"]["name"]
+        .as_str()
+        .or(pod["metadata"]["generateName"].as_str())
+        .unwrap_or("pod");
+    let digest = identity.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let (volume, mount_path) = match version {
+        Upstream::V1_5 => (
+            "azure-identity-token".to_owned(),
+            "/var/run/secrets/azure/tokens".to_owned(),
+        ),
+        Upstream::V1_6 => (
+            format!("azure-workload-identity-reserved-{digest:016x}"),
+            format!("/var/run/secrets/azure/wi/{digest:016x}"),
+        ),
+    };
+    let mut mutated = pod.clone();
+    let env = [
+        ("AZURE_CLIENT_ID", client_id.to_owned()),
+        ("AZURE_TENANT_ID", TENANT.to_owned()),
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            format!("{mount_path}/azure-identity-token"),
+        ),
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/".to_owned()),
+    ];
+    for list in ["initContainers", "containers"] {
+        for container in mutated["spec"][list].as_array_mut().into_iter().flatten() {
+            let has = |c: &Value, key: &str, name: &str| {
+                c[key].as_array().is_some_and(|l| l.iter().any(|e| e["name"] == name))
+            };
+            for (name, value) in &env {
+                if !has(container, "env", name) {
+                    if !container["env"].is_array() {
+                        container["env"] = json!([]);
+                    }
+                    container["env"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"name": name, "value": value}));
+                }
+            }
+            if !has(container, "volumeMounts", &volume) {
+                if !container["volumeMounts"].is_array() {
+                    container["volumeMounts"] = json!([]);
+                }
+                container["volumeMounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": volume, "mountPath": mount_path, "readOnly": true}));
+            }
+        }
+    }
+    let token = json!({"name": volume, "projected": {"sources": [{"serviceAccountToken": {
+        "path": "azure-identity-token", "expirationSeconds": 3600, "audience": "api://AzureADTokenExchange"}}]}});
+    if !mutated["spec"]["volumes"].is_array() {
+        mutated["spec"]["volumes"] = json!([]);
+    }
+    let volumes = mutated["spec"]["volumes"].as_array_mut().unwrap();
+    match volumes.iter().position(|v| v["name"] == volume.as_str()) {
+        Some(i) => volumes[i] = token,
+        None => volumes.push(token),
+    }
+    serde_json::to_value(json_patch::diff(pod, &mutated)).unwrap()
+}
+
+/// A stand-in for the upstream webhook: HTTPS on this host's address, `POST /v1.5` and `POST /v1.6`; the count of
+/// reviews it answered.
+async fn serve_upstream(client_id: &'static str) -> (SocketAddr, String, Arc<std::sync::atomic::AtomicUsize>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ip = host_address();
+    let leaf = rcgen::CertificateParams::new(vec![ip.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let answer = Arc::new(move |path: &str, body: &[u8]| -> Value {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let review: Value = serde_json::from_slice(body).unwrap();
+        let version = if path == "/v1.5" {
+            Upstream::V1_5
+        } else {
+            Upstream::V1_6
+        };
+        let patch = upstream_mutation(version, &review["request"]["object"], client_id);
+        use base64::Engine as _;
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+            "uid": review["request"]["uid"], "allowed": true, "patchType": "JSONPatch",
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())}})
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let reply = answer(&path, &body);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                            reply.to_string(),
+                        ))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.pem(), calls)
+}
+
+/// What a container must have whatever the webhooks did: one of each `AZURE_*` variable, the client id of the
+/// ServiceAccount, and `AZURE_FEDERATED_TOKEN_FILE` naming the token file of a projected token volume the container
+/// mounts (never a missing file); the API server itself refuses two mounts at one path. Returns the token volumes.
+fn check_identity(pod: &Pod, client_id: &str) -> Result<usize, String> {
+    let spec = pod.spec.as_ref().unwrap();
+    let token_volumes: BTreeMap<&str, &str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let source = v
+                .projected
+                .as_ref()?
+                .sources
+                .as_ref()?
+                .iter()
+                .find_map(|s| s.service_account_token.as_ref())?;
+            (source.audience.as_deref() == Some("api://AzureADTokenExchange"))
+                .then_some((v.name.as_str(), source.path.as_str()))
+        })
+        .collect();
+    for container in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        let env: Vec<(&str, &str)> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or_default()))
+            .collect();
+        for name in [
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_AUTHORITY_HOST",
+        ] {
+            let count = env.iter().filter(|(n, _)| *n == name).count();
+            if count != 1 {
+                return Err(format!("{}: {count} {name}", container.name));
+            }
+        }
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .unwrap_or_default()
+        };
+        if get("AZURE_CLIENT_ID") != client_id {
+            return Err(format!(
+                "{}: AZURE_CLIENT_ID {}",
+                container.name,
+                get("AZURE_CLIENT_ID")
+            ));
+        }
+        let file = get("AZURE_FEDERATED_TOKEN_FILE");
+        let seen = container.volume_mounts.iter().flatten().any(|m| {
+            token_volumes
+                .get(m.name.as_str())
+                .is_some_and(|path| format!("{}/{path}", m.mount_path.trim_end_matches('/')) == file)
+        });
+        if !seen {
+            return Err(format!(
+                "{}: AZURE_FEDERATED_TOKEN_FILE {file} is in no token mount",
+                container.name
+            ));
+        }
+    }
+    Ok(token_volumes.len())
+}
+
+/// Migration with both webhooks installed (issue 17): a pod mutated by upstream v1.5 or v1.6 and then by this
+/// webhook, and the reverse order, behind the real API server. The API server calls mutating webhooks in the
+/// order of their configurations' names: upstream's `azure-wi-webhook-mutating-webhook-configuration` sorts before
+/// `wi-webhook`; a configuration named `zz-...` runs after it. Both are reinvoked (`IfNeeded`) when the other
+/// changed the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd"
+)]
+async fn migration_with_upstream_installed_in_either_order() {
+    const NS: &str = "migrating";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let test_started = Instant::now();
+    let figure = |line: String| report("migration", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
+    let installed = install(ROUTED, &[]).await;
+    installed.endpoint("wi-webhook-host", installed.https_port);
+    let client = installed.plane.client.clone();
+    let work = installed.plane.dir.path().to_owned();
+    let mut webhook = WebhookProcess::spawn(
+        &webhook_binary(),
+        &installed.args,
+        &installed.env,
+        &work.join("wi-webhook.log"),
+    );
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", installed.admin_port).parse().unwrap();
+    webhook
+        .wait_ready(admin_addr, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", webhook.log()));
+    let (upstream, upstream_ca, upstream_calls) = serve_upstream(APP_CLIENT_ID).await;
+    apply(
+        &installed.admin,
+        &json!([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "app", "namespace": NS,
+                          "annotations": {"azure.workload.identity/client-id": APP_CLIENT_ID}}},
+        ])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("---\n{d}\n"))
+        .collect::<String>(),
+    );
+    let configurations = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    use base64::Engine as _;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&upstream_ca);
+    // (upstream, its configuration's name, the order, the token volumes the pod ends with): one, except when
+    // upstream v1.6 comes second and adds its own beside this webhook's (upstream cannot be told not to).
+    let first = "azure-wi-webhook-mutating-webhook-configuration";
+    let after = "zz-azure-wi-webhook";
+    for (version, name, order, token_volumes) in [
+        (Upstream::V1_5, first, "upstream v1.5, then this webhook", 1),
+        (Upstream::V1_5, after, "this webhook, then upstream v1.5", 1),
+        (Upstream::V1_6, first, "upstream v1.6, then this webhook", 1),
+        (Upstream::V1_6, after, "this webhook, then upstream v1.6", 2),
+    ] {
+        let path = if version == Upstream::V1_5 { "v1.5" } else { "v1.6" };
+        let configuration: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{"name": "mutation.azure-workload-identity.io",
+                          "clientConfig": {"url": format!("https://{upstream}/{path}"), "caBundle": ca_bundle},
+                          "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                                     "resources": ["pods"]}],
+                          "objectSelector": {"matchLabels": {"azure.workload.identity/use": "true"}},
+                          "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Fail",
+                          "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 10}],
+        }))
+        .unwrap();
+        configurations
+            .create(&PostParams::default(), &configuration)
+            .await
+            .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "app-", "labels": {"azure.workload.identity/use": "true"}},
+            "spec": {"serviceAccountName": "app",
+                     "initContainers": [{"name": "migrate", "image": "busybox"}],
+                     "containers": [{"name": "app", "image": "nginx"}]},
+        }))
+        .unwrap();
+        // A new webhook configuration takes effect within a second or so: until a pod went through upstream too.
+        let mut created = None;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let before = upstream_calls.load(std::sync::atomic::Ordering::SeqCst);
+            let pod = pods.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| {
+                panic!(
+                    "{order}: the API server refused the pod: {e}\nwebhook:\n{}",
+                    webhook.log()
+                )
+            });
+            if upstream_calls.load(std::sync::atomic::Ordering::SeqCst) > before {
+                created = Some(pod);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let pod = created.unwrap_or_else(|| panic!("{order}: no pod went through both webhooks in 30 s"));
+        let tokens = check_identity(&pod, APP_CLIENT_ID).unwrap_or_else(|e| panic!("{order}: {e}"));
+        assert_eq!(tokens, token_volumes, "{order}: token volumes {:?}", volume_names(&pod));
+        let injected = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("workload-identity.rs/injected"))
+            .cloned()
+            .unwrap_or_default();
+        figure(format!(
+            "{order}: created; {tokens} token volume(s) {:?}; this webhook's record {injected}",
+            volume_names(&pod)
+        ));
+        configurations.delete(name, &Default::default()).await.unwrap();
+    }
+}

@@ -1,7 +1,7 @@
 //! Injecting the workload identity: the env vars, the token mount of each targeted container and the projected
 //! token volume, bringing what an earlier pass injected up to date and keeping what the pod wrote itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use wi_contract::*;
@@ -78,14 +78,17 @@ impl IdentityEnv {
 /// Injects the env and the token mount into every targeted container, and the secrets mount into every container
 /// the plan names. A container an earlier pass injected whole (the sidecar) is brought up to date elsewhere.
 pub(super) fn inject_containers(
+    spec: &Map<String, Value>,
     containers: &[ContainerRef<'_>],
     skip: &BTreeSet<String>,
     env: &IdentityEnv,
     plan: Option<&SecretsPlan>,
+    audience: &str,
     pass: &mut Pass<'_>,
 ) -> Result<(), Denial> {
     let token_mount = json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true});
     let secrets_mount = plan.map(SecretsPlan::mount);
+    let other_tokens = other_token_volumes(spec, audience);
     for container in containers {
         if pass.old.containers.contains(container.name) {
             continue;
@@ -95,7 +98,9 @@ pub(super) fn inject_containers(
             // A container that mounts the token volume itself sees the file under its own mount path.
             let own_path = own_token_mount(container, pass.old, &env.token_file_name, &mut pass.warnings);
             inject_env(container, &env.for_container(own_path.as_deref()), pass)?;
-            inject_mount(container, &token_mount, pass)?;
+            if !reads_another_token(container, &other_tokens, pass.old) {
+                inject_mount(container, &token_mount, pass)?;
+            }
         }
         if let (Some(plan), Some(mount)) = (plan, &secrets_mount) {
             let wanted = plan
@@ -108,6 +113,77 @@ pub(super) fn inject_containers(
         }
     }
     Ok(())
+}
+
+/// The pod's projected service account token volumes for `audience` other than ours (upstream v1.6 names its own
+/// after the pod), by name, with the file name of the token in each.
+fn other_token_volumes<'a>(spec: &'a Map<String, Value>, audience: &str) -> BTreeMap<&'a str, &'a str> {
+    spec.get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| {
+            let name = volume
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| *n != TOKEN_VOLUME)?;
+            let path = volume
+                .pointer("/projected/sources")
+                .and_then(Value::as_array)?
+                .iter()
+                .filter_map(|source| source.get("serviceAccountToken"))
+                .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))?
+                .get("path")
+                .and_then(Value::as_str)?;
+            Some((name, path.trim_matches('/')))
+        })
+        .collect()
+}
+
+/// Whether the container already reads a token of the pod for the audience through another volume: its own
+/// `AZURE_FEDERATED_TOKEN_FILE` (one this webhook did not inject) names the token file of such a volume it mounts,
+/// as a pod upstream v1.6 mutated has it. It keeps that token and gets no second token mount, which nothing would
+/// read; the variable already names a file that exists.
+fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&str, &str>, old: &Marker) -> bool {
+    if other_tokens.is_empty() || old.owns_env(container.name, ENV_FEDERATED_TOKEN_FILE) {
+        return false;
+    }
+    let Some(file) = container
+        .object
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(ENV_FEDERATED_TOKEN_FILE))
+        .and_then(|e| e.get("value").and_then(Value::as_str))
+    else {
+        return false;
+    };
+    container
+        .object
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|mount| {
+            let (Some(name), Some(path)) = (
+                mount.get("name").and_then(Value::as_str),
+                mount.get("mountPath").and_then(Value::as_str),
+            ) else {
+                return false;
+            };
+            let Some(token_file) = other_tokens.get(name) else {
+                return false;
+            };
+            match mount
+                .get("subPath")
+                .and_then(Value::as_str)
+                .map(|p| p.trim_matches('/'))
+            {
+                None | Some("") => format!("{}/{token_file}", path.trim_end_matches('/')) == file,
+                Some(sub) => sub == *token_file && path == file,
+            }
+        })
 }
 
 /// The projected token volume, for the audience and lifetime the pod gets.

@@ -99,7 +99,15 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
         )?),
         _ => None,
     };
-    inject_containers(&containers, &skip, &env, plan.as_ref(), &mut pass)?;
+    inject_containers(
+        spec,
+        &containers,
+        &skip,
+        &env,
+        plan.as_ref(),
+        &config.audience,
+        &mut pass,
+    )?;
     let any_token_mount = sidecar.is_some()
         || pass.marker.mounts.values().any(|v| v.contains(TOKEN_VOLUME))
         || containers.iter().any(|c| mount_index(c.object, TOKEN_VOLUME).is_some());

@@ -729,6 +729,45 @@ fn a_users_own_token_volume_and_mount_are_kept() {
     assert_eq!(env_of(&out, 0).len(), 4);
 }
 
+/// A pod upstream v1.6 mutated first (its volume named after the pod, mounted under `/var/run/secrets/azure/wi`,
+/// the env naming the file there) keeps that token: no second token volume or mount, which nothing would read. A
+/// container whose variable names no token it mounts still gets this webhook's.
+#[test]
+fn a_container_reading_upstream_v1_6_s_token_gets_no_second_one() {
+    let upstream_env = json!([
+        {"name": ENV_CLIENT_ID, "value": CLIENT},
+        {"name": ENV_TENANT_ID, "value": TENANT},
+        {"name": ENV_FEDERATED_TOKEN_FILE, "value": "/var/run/secrets/azure/wi/5f0c/azure-identity-token"},
+        {"name": ENV_AUTHORITY_HOST, "value": "https://login.microsoftonline.com/"},
+    ]);
+    let upstream_mount = json!([{"name": "azure-workload-identity-reserved-5f0c",
+                                 "mountPath": "/var/run/secrets/azure/wi/5f0c", "readOnly": true}]);
+    let mut p = pod(
+        json!({}),
+        json!([{"name": "app", "env": upstream_env, "volumeMounts": upstream_mount},
+               {"name": "stale", "env": [{"name": ENV_FEDERATED_TOKEN_FILE, "value": "/elsewhere/token"}]}]),
+    );
+    p["spec"]["volumes"] = json!([{"name": "azure-workload-identity-reserved-5f0c", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "azure-identity-token", "expirationSeconds": 3600,
+                                 "audience": DEFAULT_AUDIENCE}}]}}]);
+    let out = apply(&p, &run(&p, &annotated_sa(), None).unwrap());
+    assert_eq!(out["spec"]["containers"][0]["volumeMounts"], upstream_mount);
+    assert_eq!(out["spec"]["containers"][0]["env"], upstream_env);
+    // The second container names a file in no token mount: it gets this webhook's mount (its own value is kept).
+    assert_eq!(out["spec"]["containers"][1]["volumeMounts"][0]["name"], TOKEN_VOLUME);
+    let volumes: Vec<&str> = out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["azure-workload-identity-reserved-5f0c", TOKEN_VOLUME]);
+    // Alone, the upstream-injected container adds nothing at all.
+    p["spec"]["containers"].as_array_mut().unwrap().pop();
+    let m = run(&p, &annotated_sa(), None).unwrap();
+    assert!(m.patch.0.is_empty(), "{:?}", m.patch);
+}
+
 /// A pod's own token volume naming the file otherwise (upstream's test pod uses `my-projected-volume`): kept, and
 /// AZURE_FEDERATED_TOKEN_FILE names the file each container really sees, under the webhook's mount, under the
 /// container's own mount, or at a `subPath` mount of the file itself. Upstream points at its constant path, a file
