@@ -14,7 +14,9 @@
 //! app's Deployment (kube-controller-manager running) in a namespace labelled for workload identity yields a pod
 //! with the env, the token volume and the CSI volume; a pod whose ServiceAccount lacks the client id is created
 //! with the admission warning on the create response; a pod labelled "false" is created unchanged. Last, fail
-//! closed: the API server stopped under the running webhook, and started again.
+//! closed: the API server stopped under the running webhook, and started again. Also: two replicas rotating
+//! certificates under load, the token chain to the emulated Key Vault, and the migration from upstream with both
+//! webhooks installed in either order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
