@@ -316,6 +316,19 @@ struct Installed {
 }
 
 impl Installed {
+    /// The webhook as the Deployment runs it, behind the Service's EndpointSlice at this host, once ready.
+    async fn run_webhook(&self) -> WebhookProcess {
+        self.endpoint("wi-webhook-host", self.https_port);
+        let log = self.plane.dir.path().join("wi-webhook.log");
+        let mut webhook = WebhookProcess::spawn(&webhook_binary(), &self.args, &self.env, &log);
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", self.admin_port).parse().unwrap();
+        webhook
+            .wait_ready(admin_addr, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", webhook.log()));
+        webhook
+    }
+
     /// An EndpointSlice of the webhook's Service: this host, `port`.
     fn endpoint(&self, name: &str, port: u16) {
         apply(
@@ -1087,20 +1100,9 @@ async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
         ],
     )
     .await;
-    installed.endpoint("wi-webhook-host", installed.https_port);
+    let mut webhook = installed.run_webhook().await;
     let client = installed.plane.client.clone();
     let work = installed.plane.dir.path().to_owned();
-    let mut webhook = WebhookProcess::spawn(
-        &webhook_binary(),
-        &installed.args,
-        &installed.env,
-        &work.join("wi-webhook.log"),
-    );
-    let admin_addr: SocketAddr = format!("127.0.0.1:{}", installed.admin_port).parse().unwrap();
-    webhook
-        .wait_ready(admin_addr, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 
     // Entra ID trusts the cluster's issuer as it would: from the issuer's public discovery documents.
     let issuer = installed.plane.url();
@@ -1606,20 +1608,8 @@ async fn migration_with_upstream_installed_in_either_order() {
     let test_started = Instant::now();
     let figure = |line: String| report("migration", &format!("[{:>5.1?}] {line}", test_started.elapsed()));
     let installed = install(ROUTED, &[]).await;
-    installed.endpoint("wi-webhook-host", installed.https_port);
+    let webhook = installed.run_webhook().await;
     let client = installed.plane.client.clone();
-    let work = installed.plane.dir.path().to_owned();
-    let mut webhook = WebhookProcess::spawn(
-        &webhook_binary(),
-        &installed.args,
-        &installed.env,
-        &work.join("wi-webhook.log"),
-    );
-    let admin_addr: SocketAddr = format!("127.0.0.1:{}", installed.admin_port).parse().unwrap();
-    webhook
-        .wait_ready(admin_addr, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", webhook.log()));
     let (upstream, upstream_ca, upstream_calls) = serve_upstream(APP_CLIENT_ID).await;
     apply(
         &installed.admin,
