@@ -1,4 +1,4 @@
-//! AdmissionReview in and out: a thin layer over the mutation engine.
+//! AdmissionReview in and out, and [`Rejection`]: why a pod CREATE is refused, with the one status each cause gets.
 //!
 //! Both `admission.k8s.io/v1` and `v1beta1` are read (their bodies are the same apart from `apiVersion`), and the
 //! response echoes the request's `apiVersion`, `kind` and `uid`. The pod stays a `serde_json::Value` from the wire to
