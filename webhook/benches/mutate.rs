@@ -1,7 +1,9 @@
 //! The engine on the largest captured request: `cargo bench -p wi-webhook --bench mutate`.
 //!
 //! Three figures: the full admission path (parse the AdmissionReview body, mutate, encode the response), the
-//! engine alone, and JSON parsing alone as the baseline the engine is compared with.
+//! engine alone, and JSON parsing alone as the baseline the engine is compared with. Then the cost as the work
+//! grows: the captured Deployment pod with its container repeated to 1, 5, 30 and 100 containers (issue 14's goal:
+//! the engine alone at most 50 us on 30 containers), the engine alone and the admission path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,5 +67,57 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The captured Deployment pod's review with its container repeated `n` times (unique names).
+fn review_with_containers(n: usize) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/04-deployment-pod.json");
+    let mut review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let container = review["request"]["object"]["spec"]["containers"][0].clone();
+    let containers: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut c = container.clone();
+            c["name"] = Value::String(format!("app-{i}"));
+            c
+        })
+        .collect();
+    review["request"]["object"]["spec"]["containers"] = Value::Array(containers);
+    serde_json::to_vec(&review).unwrap()
+}
+
+fn growth(c: &mut Criterion) {
+    let sa_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/serviceaccounts/workload-sa.json");
+    let sa = ServiceAccount::from_object(&serde_json::from_slice(&std::fs::read(sa_path).unwrap()).unwrap()).unwrap();
+    let config = Config {
+        tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+        ..Config::default()
+    };
+    let inputs = Inputs {
+        namespace_labels: None,
+        service_account: &sa,
+        secret_provider_class: Default::default(),
+    };
+    let mut group = c.benchmark_group("containers");
+    group.throughput(Throughput::Elements(1));
+    for n in [1, 5, 30, 100] {
+        let body = review_with_containers(n);
+        let pod = AdmissionReview::parse(&body).unwrap().request.object.unwrap();
+        group.bench_function(format!("engine only, {n} containers"), |b| {
+            b.iter(|| black_box(mutate(black_box(&pod), &inputs, &config).unwrap()))
+        });
+        group.bench_function(
+            format!("parse + engine + response, {n} containers ({} bytes)", body.len()),
+            |b| {
+                b.iter(|| {
+                    let review = AdmissionReview::parse(black_box(&body)).unwrap();
+                    let pod = review.pod_create().unwrap();
+                    let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
+                    black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, growth);
 criterion_main!(benches);
