@@ -10,8 +10,9 @@
 //!
 //! assert_eq!(ENV_FEDERATED_TOKEN_FILE, "AZURE_FEDERATED_TOKEN_FILE");
 //! assert!(TOKEN_FILE_PATH.starts_with("/var/run/secrets/azure/tokens/"));
-//! let cloud: Cloud = "AzureUSGovernmentCloud".parse().unwrap();
+//! let cloud: Cloud = "AzureUSGovernmentCloud".parse()?;
 //! assert_eq!(cloud.key_vault_suffix(), Some("vault.usgovcloudapi.net"));
+//! # Ok::<(), wi_contract::UnknownCloud>(())
 //! ```
 
 pub mod cloud;

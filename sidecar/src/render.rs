@@ -63,17 +63,17 @@ pub fn secret(
     };
     match spec.encoding {
         Encoding::Utf8 => Ok(content),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(content.trim_ascii())
-            .map_err(|e| format!("objectEncoding base64, but the value is not base64: {e}")),
+        Encoding::Base64 => {
+            base64_decode(&content).map_err(|e| format!("objectEncoding base64, but the value is not base64: {e}"))
+        }
         Encoding::Hex => {
             hex::decode(content.trim_ascii()).map_err(|e| format!("objectEncoding hex, but the value is not hex: {e}"))
         }
     }
 }
 
-fn base64_decode(value: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    base64::engine::general_purpose::STANDARD.decode(value.trim())
+fn base64_decode(value: impl AsRef<[u8]>) -> Result<Vec<u8>, base64::DecodeError> {
+    base64::engine::general_purpose::STANDARD.decode(value.as_ref().trim_ascii())
 }
 
 /// A PFX with the empty password (as Key Vault exports it) as PEM, as the provider writes it (provider.go v1.8.2,

@@ -31,8 +31,8 @@ fn largest_fixture() -> (String, Vec<u8>) {
         .unwrap()
 }
 
-fn bench(c: &mut Criterion) {
-    let (name, body) = largest_fixture();
+/// The captured requests' ServiceAccount and the webhook's settings.
+fn service_account_and_config() -> (ServiceAccount, Config) {
     let sa_path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/serviceaccounts/workload-sa.json");
     let sa = ServiceAccount::from_object(&serde_json::from_slice(&std::fs::read(sa_path).unwrap()).unwrap()).unwrap();
@@ -40,6 +40,12 @@ fn bench(c: &mut Criterion) {
         tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
         ..Config::default()
     };
+    (sa, config)
+}
+
+fn bench(c: &mut Criterion) {
+    let (name, body) = largest_fixture();
+    let (sa, config) = service_account_and_config();
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,
@@ -84,13 +90,7 @@ fn review_with_containers(n: usize) -> Vec<u8> {
 }
 
 fn growth(c: &mut Criterion) {
-    let sa_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/serviceaccounts/workload-sa.json");
-    let sa = ServiceAccount::from_object(&serde_json::from_slice(&std::fs::read(sa_path).unwrap()).unwrap()).unwrap();
-    let config = Config {
-        tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
-        ..Config::default()
-    };
+    let (sa, config) = service_account_and_config();
     let inputs = Inputs {
         namespace_labels: None,
         service_account: &sa,

@@ -260,16 +260,14 @@ impl AdmissionReview {
     /// [`Rejection::status`] chooses.
     pub fn respond(&self, outcome: &Result<Mutation, Rejection>) -> Value {
         let uid = &self.request.uid;
+        let refused = |rejection: &Rejection| {
+            let (code, reason) = rejection.status();
+            AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
+        };
         let response = match outcome {
-            Ok(mutation) => AdmissionResponse::allowed(uid, mutation).unwrap_or_else(|error| {
-                let rejection = Rejection::Denied(Denial::Internal(error));
-                let (code, reason) = rejection.status();
-                AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
-            }),
-            Err(rejection) => {
-                let (code, reason) = rejection.status();
-                AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
-            }
+            Ok(mutation) => AdmissionResponse::allowed(uid, mutation)
+                .unwrap_or_else(|error| refused(&Rejection::Denied(Denial::Internal(error)))),
+            Err(rejection) => refused(rejection),
         };
         response.into_review(&self.api_version)
     }

@@ -108,6 +108,8 @@ const HANDLE_SA: &[(&str, &str)] = &[
     ("azure.workload.identity/service-account-token-expiration", "4800"),
 ];
 const PLAIN_SA: &[(&str, &str)] = &[];
+const SA_EXPIRY_INVALID: &[(&str, &str)] = &[("azure.workload.identity/service-account-token-expiration", "3600s")];
+const SA_EXPIRY_4800: &[(&str, &str)] = &[("azure.workload.identity/service-account-token-expiration", "4800")];
 
 fn tenant(id: &str) -> Config {
     Config {
@@ -181,12 +183,6 @@ fn cases() -> Vec<Case> {
         ("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE),
         ("AZURE_AUTHORITY_HOST", PUBLIC_HOST),
     ];
-    let sa_expiry = |value: &'static str| -> &'static [(&'static str, &'static str)] {
-        match value {
-            "3600s" => &[("azure.workload.identity/service-account-token-expiration", "3600s")],
-            _ => &[("azure.workload.identity/service-account-token-expiration", "4800")],
-        }
-    };
     let mut cases = vec![
         // TestGetServiceAccountTokenExpiration: through admission, the lifetime of the projected token or a denial.
         Case {
@@ -200,7 +196,7 @@ fn cases() -> Vec<Case> {
         Case {
             upstream: "TestGetServiceAccountTokenExpiration/service account token expiry annotation invalid",
             pod: new_pod("sa", &[], false),
-            sa: Some(sa_expiry("3600s")),
+            sa: Some(SA_EXPIRY_INVALID),
             config: tenant("tenantID"),
             expect: Refused(403, "on ServiceAccount ns1/sa is \"3600s\""),
             differences: &[OptInChecked],
@@ -224,7 +220,7 @@ fn cases() -> Vec<Case> {
         Case {
             upstream: "TestGetServiceAccountTokenExpiration/valid token expiry defined in service account",
             pod: new_pod("sa", &[], false),
-            sa: Some(sa_expiry("4800")),
+            sa: Some(SA_EXPIRY_4800),
             config: tenant("tenantID"),
             expect: Expiration(4800),
             differences: &[OptInChecked],
@@ -232,7 +228,7 @@ fn cases() -> Vec<Case> {
         Case {
             upstream: "TestGetServiceAccountTokenExpiration/token expiry in pod preferred over service account token expiry",
             pod: new_pod("sa", &expiry("4000"), false),
-            sa: Some(sa_expiry("4800")),
+            sa: Some(SA_EXPIRY_4800),
             config: tenant("tenantID"),
             expect: Expiration(4000),
             differences: &[OptInChecked],
