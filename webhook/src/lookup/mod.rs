@@ -1,26 +1,33 @@
 //! What the admission handler looks up before it calls the engine: the pod's ServiceAccount, its namespace's
 //! labels and the SecretProviderClass it names.
 //!
-//! [`KubeLookup`] keeps ServiceAccounts and Namespaces in `kube` reflector caches fed by metadata-only watches,
-//! stripped to the keys of the contract (a few hundred bytes an object, whatever else they carry), and falls back to
-//! a live GET on a miss, which covers an object created a moment before the pod (informer lag). SecretProviderClasses
-//! are read live, only when a pod names one.
+//! [`KubeLookup`] keeps ServiceAccounts and Namespaces in compact caches fed by metadata-only watches (only the
+//! keys of the contract, about 80 bytes an account whatever else it carries: [`cache`]), and falls back to a live
+//! GET on a miss, which covers an object created a moment before the pod (informer lag). SecretProviderClasses are
+//! read live, only when a pod names one.
+
+mod cache;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount as K8sServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
 use crate::mutate::ServiceAccount;
-use wi_contract::{PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
+use cache::{Account, Cache};
+use wi_contract::USE_LABEL;
+
+/// A namespace's labels as the engine reads them: the opt-in label, when set.
+fn use_label_map(value: Option<Box<str>>) -> BTreeMap<String, String> {
+    value
+        .map(|v| (USE_LABEL.to_owned(), v.into_string()))
+        .into_iter()
+        .collect()
+}
 
 /// A lookup that failed for a reason other than "not found".
 #[derive(Debug, thiserror::Error)]
@@ -84,47 +91,6 @@ pub trait Lookup: Send + Sync + 'static {
     fn cached(&self) -> Vec<(&'static str, usize)>;
 }
 
-/// Keeps only the annotation and label keys the engine reads or warns about (those under the contract's
-/// prefixes, matched case-insensitively like the engine's look-alike check), and the name and namespace.
-fn strip(meta: &mut ObjectMeta) {
-    let keep = |k: &String| {
-        let lower = k.to_ascii_lowercase();
-        lower.starts_with(UPSTREAM_PREFIX.trim_end_matches('/'))
-            || lower.starts_with(PROJECT_PREFIX.trim_end_matches('/'))
-    };
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        annotations: meta
-            .annotations
-            .take()
-            .map(|a| a.into_iter().filter(|(k, _)| keep(k)).collect()),
-        labels: meta
-            .labels
-            .take()
-            .map(|l| l.into_iter().filter(|(k, _)| keep(k)).collect()),
-        ..ObjectMeta::default()
-    };
-}
-
-fn to_service_account(meta: &ObjectMeta) -> ServiceAccount {
-    ServiceAccount {
-        name: meta.name.clone().unwrap_or_default(),
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        annotations: meta.annotations.clone().unwrap_or_default(),
-        labels: meta.labels.clone().unwrap_or_default(),
-    }
-}
-
-fn namespace_use_label(meta: &ObjectMeta) -> BTreeMap<String, String> {
-    meta.labels
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.as_str() == USE_LABEL)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 /// The SecretProviderClass resource of the Secrets Store CSI driver.
 fn secret_provider_class_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -137,79 +103,37 @@ fn secret_provider_class_resource() -> ApiResource {
 #[derive(Clone)]
 pub struct KubeLookup {
     client: kube::Client,
-    service_accounts: Store<PartialObjectMeta<K8sServiceAccount>>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    synced: Arc<AtomicBool>,
+    service_accounts: Arc<Cache<Account>>,
+    namespaces: Arc<Cache<Option<Box<str>>>>,
 }
 
 impl KubeLookup {
-    /// Starts the ServiceAccount and Namespace reflectors. The returned future drives them and must be spawned;
-    /// it runs until the process ends (the watches retry with backoff on errors).
+    /// Starts the ServiceAccount and Namespace watches. The returned future drives them and must be spawned; it
+    /// runs until the process ends (the watches retry with backoff on errors).
     pub fn start(client: kube::Client) -> (Self, BoxFuture<'static, ()>) {
-        let (service_accounts, sa_writer) = reflector::store();
-        let (namespaces, ns_writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
-
-        let sa_stream = watcher::watcher(
-            Api::<PartialObjectMeta<K8sServiceAccount>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|sa| strip(&mut sa.metadata))
-        .reflect(sa_writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, "ServiceAccount watch failed; retrying");
-            }
-        });
-        let ns_stream = watcher::watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|ns| strip(&mut ns.metadata))
-        .reflect(ns_writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, "Namespace watch failed; retrying");
-            }
-        });
-        let ready = {
-            let (sa, ns, synced) = (service_accounts.clone(), namespaces.clone(), synced.clone());
-            async move {
-                if sa.wait_until_ready().await.is_ok() && ns.wait_until_ready().await.is_ok() {
-                    tracing::info!(service_accounts = sa.len(), namespaces = ns.len(), "caches synced");
-                    synced.store(true, Ordering::Release);
-                }
-            }
+        let lookup = KubeLookup {
+            client: client.clone(),
+            service_accounts: Arc::default(),
+            namespaces: Arc::default(),
         };
+        let (service_accounts, namespaces) = (lookup.service_accounts.clone(), lookup.namespaces.clone());
         let driver = async move {
-            tokio::join!(sa_stream, ns_stream, ready);
+            let accounts = cache::follow(
+                Api::<PartialObjectMeta<K8sServiceAccount>>::all(client.clone()),
+                &service_accounts,
+                "ServiceAccount",
+                Account::from_meta,
+            );
+            let namespaces = cache::follow(
+                Api::<PartialObjectMeta<Namespace>>::all(client),
+                &namespaces,
+                "Namespace",
+                cache::use_label,
+            );
+            tokio::join!(accounts, namespaces);
         }
         .boxed();
-        (
-            KubeLookup {
-                client,
-                service_accounts,
-                namespaces,
-                synced,
-            },
-            driver,
-        )
-    }
-
-    /// A lookup over stores filled by the caller (tests), with `client` for live reads.
-    pub fn with_stores(
-        client: kube::Client,
-        service_accounts: Store<PartialObjectMeta<K8sServiceAccount>>,
-        namespaces: Store<PartialObjectMeta<Namespace>>,
-    ) -> Self {
-        KubeLookup {
-            client,
-            service_accounts,
-            namespaces,
-            synced: Arc::new(AtomicBool::new(true)),
-        }
+        (lookup, driver)
     }
 }
 
@@ -227,9 +151,8 @@ impl Lookup for KubeLookup {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
         async move {
-            let key = ObjectRef::new(name).within(namespace);
-            if let Some(cached) = self.service_accounts.get(&key) {
-                return Ok(Some(to_service_account(&cached.metadata)));
+            if let Some(cached) = self.service_accounts.get(namespace, name) {
+                return Ok(Some(cached.to_service_account(namespace, name)));
             }
             // A miss: the account may be newer than the cache.
             tracing::debug!(namespace, name, "ServiceAccount not cached; reading it live");
@@ -238,10 +161,7 @@ impl Lookup for KubeLookup {
                 .get_opt(name)
                 .await
                 .map_err(|e| api_error(&format!("ServiceAccount {namespace}/{name}"), e))?;
-            Ok(found.map(|mut sa| {
-                strip(&mut sa.metadata);
-                to_service_account(&sa.metadata)
-            }))
+            Ok(found.map(|sa| Account::from_meta(&sa.metadata).to_service_account(namespace, name)))
         }
         .boxed()
     }
@@ -251,15 +171,15 @@ impl Lookup for KubeLookup {
         namespace: &'a str,
     ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
         async move {
-            if let Some(cached) = self.namespaces.get(&ObjectRef::new(namespace)) {
-                return Ok(Some(namespace_use_label(&cached.metadata)));
+            if let Some(cached) = self.namespaces.get("", namespace) {
+                return Ok(Some(use_label_map(cached)));
             }
             let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
             let found = api
                 .get_opt(namespace)
                 .await
                 .map_err(|e| api_error(&format!("Namespace {namespace}"), e))?;
-            Ok(found.map(|ns| namespace_use_label(&ns.metadata)))
+            Ok(found.map(|ns| use_label_map(cache::use_label(&ns.metadata))))
         }
         .boxed()
     }
@@ -289,7 +209,7 @@ impl Lookup for KubeLookup {
     }
 
     fn is_ready(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        self.service_accounts.is_synced() && self.namespaces.is_synced()
     }
 
     fn cached(&self) -> Vec<(&'static str, usize)> {
@@ -365,7 +285,6 @@ mod tests {
     use super::*;
     use http::{Request, Response, StatusCode};
     use kube::client::Body;
-    use kube::runtime::watcher::Event;
     use serde_json::json;
 
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -385,13 +304,20 @@ mod tests {
     }
 
     fn lookup_with(client: kube::Client, cached: Vec<PartialObjectMeta<K8sServiceAccount>>) -> KubeLookup {
-        let (sa_store, mut sa_writer) = reflector::store();
-        for mut sa in cached {
-            strip(&mut sa.metadata);
-            sa_writer.apply_watcher_event(&Event::Apply(sa));
+        let lookup = KubeLookup {
+            client,
+            service_accounts: Arc::default(),
+            namespaces: Arc::default(),
+        };
+        for sa in cached {
+            let meta = &sa.metadata;
+            lookup.service_accounts.insert(
+                meta.namespace.as_deref().unwrap(),
+                meta.name.as_deref().unwrap(),
+                Account::from_meta(meta),
+            );
         }
-        let (ns_store, _ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        KubeLookup::with_stores(client, sa_store, ns_store)
+        lookup
     }
 
     /// Answers exactly one request, checking its path.
@@ -510,37 +436,18 @@ mod tests {
         server.await.unwrap();
     }
 
-    #[test]
-    fn stripping_keeps_only_contract_keys() {
-        let mut meta: ObjectMeta = serde_json::from_value(json!({
-            "name": "a", "namespace": "b", "uid": "u", "resourceVersion": "1",
-            "annotations": {"azure.workload.identity/client-id": "x", "Azure.Workload.Identity/client_id": "y",
-                            "workload-identity.rs/whatever": "z", "kubectl.kubernetes.io/last-applied-configuration": "big"},
-            "labels": {"azure.workload.identity/use": "true", "app": "web"},
-            "managedFields": [{"manager": "kubectl"}],
-        }))
-        .unwrap();
-        strip(&mut meta);
-        let stripped = serde_json::to_value(&meta).unwrap();
-        assert_eq!(
-            stripped,
-            json!({"name": "a", "namespace": "b",
-                   "annotations": {"Azure.Workload.Identity/client_id": "y", "azure.workload.identity/client-id": "x",
-                                   "workload-identity.rs/whatever": "z"},
-                   "labels": {"azure.workload.identity/use": "true"}})
-        );
-    }
-
     /// A fake API server that answers metadata lists and keeps watches open, streaming the events it is given:
     /// enough for the real reflectors of [`KubeLookup::start`].
     mod watching {
         use super::*;
         use bytes::Bytes;
+        use futures::StreamExt;
         use http_body_util::StreamBody;
         use hyper::body::Frame;
         use std::convert::Infallible;
         use std::sync::Mutex;
         use std::sync::atomic::AtomicUsize;
+        use std::sync::atomic::Ordering;
         use tokio::sync::mpsc;
 
         type Streamed = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
@@ -617,7 +524,7 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn the_reflectors_sync_strip_and_follow_watch_events() {
+        async fn the_caches_sync_keep_contract_keys_and_follow_watch_events() {
             let (sa_events, sa_rx) = mpsc::unbounded_channel();
             let (_ns_events, ns_rx) = mpsc::unbounded_channel::<Value>();
             let fake = Arc::new(Fake {
@@ -691,6 +598,20 @@ mod tests {
                 Some("def".to_owned())
             );
             assert_eq!(fake.gets.load(Ordering::SeqCst), 0, "every answer came from the caches");
+
+            // A deleted account leaves the cache; asking for it again reads it live (and finds nothing).
+            sa_events
+                .send(json!({"type": "DELETED", "object": meta(Some("apps"), "web", json!({}), json!({}))}))
+                .unwrap();
+            for _ in 0..250 {
+                if lookup.cached()[0].1 == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(lookup.cached(), vec![("serviceaccounts", 1), ("namespaces", 1)]);
+            assert!(lookup.service_account("apps", "web").await.unwrap().is_none());
+            assert_eq!(fake.gets.load(Ordering::SeqCst), 1, "the miss was read live");
             driver.abort();
         }
     }
