@@ -24,14 +24,61 @@ pub fn admission_fixture(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// The objects of one resource, each serialized once, served in pages as kube-apiserver serves them.
+struct Listing {
+    items: Vec<Bytes>,
+}
+
+impl Listing {
+    fn new(items: Vec<Value>) -> Self {
+        Listing {
+            items: items
+                .iter()
+                .map(|i| Bytes::from(serde_json::to_vec(i).unwrap()))
+                .collect(),
+        }
+    }
+
+    /// The page starting at `from` with at most `limit` items (all when 0), with the `continue` token of the next.
+    fn page(&self, from: usize, limit: usize) -> Bytes {
+        let end = if limit == 0 {
+            self.items.len()
+        } else {
+            (from + limit).min(self.items.len())
+        };
+        let from = from.min(end);
+        let mut metadata = json!({"resourceVersion": "10"});
+        if end < self.items.len() {
+            metadata["continue"] = json!(end.to_string());
+            metadata["remainingItemCount"] = json!(self.items.len() - end);
+        }
+        let head = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": metadata});
+        let mut body = serde_json::to_vec(&head).unwrap();
+        body.pop(); // the closing brace
+        body.extend_from_slice(b",\"items\":[");
+        for (i, item) in self.items[from..end].iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(item);
+        }
+        body.extend_from_slice(b"]}");
+        Bytes::from(body)
+    }
+}
+
 struct FakeApi {
-    service_accounts: Bytes,
-    namespaces: Bytes,
+    service_accounts: Listing,
+    namespaces: Listing,
 }
 
 fn meta(namespace: Option<&str>, name: &str, annotations: Value, labels: Value) -> Value {
     let mut metadata = json!({"name": name, "resourceVersion": "5", "uid": uuid::Uuid::new_v4().to_string(),
-                              "annotations": annotations, "labels": labels});
+                              "creationTimestamp": "2026-11-28T10:00:00Z",
+                              "annotations": annotations, "labels": labels,
+                              "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update",
+                                                 "apiVersion": "v1", "time": "2026-11-28T10:00:00Z",
+                                                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]});
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);
     }
@@ -39,7 +86,8 @@ fn meta(namespace: Option<&str>, name: &str, annotations: Value, labels: Value) 
 }
 
 impl FakeApi {
-    /// The captured fixtures' `workload-sa` and `accounts - 1` others in 100 namespaces, each with a client id.
+    /// The captured fixtures' `workload-sa` and `accounts - 1` others in 100 namespaces, each with a client id, a
+    /// few other annotations and labels (as a platform team's accounts carry them).
     fn new(accounts: usize) -> Self {
         let real = admission_fixture("serviceaccounts/workload-sa.json");
         let mut items = vec![meta(
@@ -52,12 +100,15 @@ impl FakeApi {
             let annotations = json!({
                 "azure.workload.identity/client-id": uuid::Uuid::new_v4().to_string(),
                 "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"ServiceAccount\"}",
+                "owner": format!("team-{:03}@example.com", i % 100),
             });
+            let labels =
+                json!({"app.kubernetes.io/name": format!("app-{i:05}"), "team": format!("team-{:03}", i % 100)});
             items.push(meta(
                 Some(&format!("team-{:03}", i % 100)),
                 &format!("app-{i:05}"),
                 annotations,
-                json!({}),
+                labels,
             ));
         }
         let mut namespaces: Vec<Value> = (0..100)
@@ -71,24 +122,22 @@ impl FakeApi {
             })
             .collect();
         namespaces.push(meta(None, "wi-fixtures", json!({}), json!({})));
-        let list = |items: Vec<Value>| {
-            Bytes::from(
-                serde_json::to_vec(
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                            "metadata": {"resourceVersion": "10"}, "items": items}),
-                )
-                .unwrap(),
-            )
-        };
         FakeApi {
-            service_accounts: list(items),
-            namespaces: list(namespaces),
+            service_accounts: Listing::new(items),
+            namespaces: Listing::new(namespaces),
         }
     }
 }
 
 async fn list_or_watch(State((api, which)): State<(Arc<FakeApi>, &'static str)>, uri: axum::http::Uri) -> Response {
-    if uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true")) {
+    let query: Vec<(&str, &str)> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let param = |name: &str| query.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    if param("watch") == Some("true") {
         // An open watch with nothing to say.
         let stream = futures::stream::pending::<Result<Bytes, Infallible>>();
         return Response::builder()
@@ -96,12 +145,14 @@ async fn list_or_watch(State((api, which)): State<(Arc<FakeApi>, &'static str)>,
             .body(Body::from_stream(stream))
             .unwrap();
     }
-    let body = if which == "serviceaccounts" {
-        api.service_accounts.clone()
+    let listing = if which == "serviceaccounts" {
+        &api.service_accounts
     } else {
-        api.namespaces.clone()
+        &api.namespaces
     };
-    ([("content-type", "application/json")], body).into_response()
+    let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let from = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    ([("content-type", "application/json")], listing.page(from, limit)).into_response()
 }
 
 /// Serves the fake API on 127.0.0.1 (plain HTTP) until the runtime ends; returns its address.

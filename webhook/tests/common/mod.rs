@@ -24,6 +24,8 @@ pub mod envtest;
 pub mod fake_api;
 pub mod process;
 
+pub use process::eventually;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use wi_webhook::cli::ServeArgs;
@@ -302,18 +304,6 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     process::http_get(addr, path)
         .await
         .unwrap_or_else(|| panic!("no answer from http://{addr}{path}"))
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// Another lookup's accounts, answered after a delay (a request in flight, a slow API server).
