@@ -1,267 +1,308 @@
-//! `cargo bench -p wi-webhook --bench load`: the `wi-webhook serve` binary under load, against its null baseline.
+//! `cargo bench -p wi-webhook --bench load`: the `wi-webhook serve` binary under load from well-kept load generators,
+//! `wrk` (HTTP/1.1) and `h2load` (HTTP/2, nghttp2): kube-apiserver speaks both to webhooks. On Debian:
+//! `apt-get install wrk nghttp2-client`.
 //!
-//! The binary runs as in a cluster, with its caches filled from a fake kube-apiserver (in this process) holding
-//! 10,000 ServiceAccounts in 100 namespaces. A load generator in this process keeps a fixed number of HTTPS
-//! keep-alive connections busy with AdmissionReview requests (the captured Deployment pod, 04-deployment-pod.json):
+//! The binary runs as in a cluster (release build, started as users start it), its caches filled from a fake
+//! kube-apiserver (in this process) holding 10,000 ServiceAccounts in 100 namespaces. The load generator keeps 16
+//! keep-alive HTTPS connections (one client thread) busy with AdmissionReview requests for the captured Deployment
+//! pod (`04-deployment-pod.json`):
 //!
 //! - null: the same pod labelled `azure.workload.identity/use: "false"`: the same TLS, HTTP, body reading and JSON
 //!   parsing, answered "allowed" without a patch (the server's opt-out path);
 //! - mutate: the pod labelled `"true"`: the ServiceAccount from the cache, the engine, the patch.
 //!
-//! Prints requests per second, p50 and p99 latency for each and their ratio, then the server's resident memory with
-//! 10 and with 10,000 ServiceAccounts cached. Server and load generator share the machine's cores.
+//! Each protocol runs 3 rounds of null then mutate, 6 s each after 1 s of warm-up, on the same server. Every
+//! request is checked to have ended as it should through the server's own counter
+//! (`wi_webhook_admission_requests_total`). Prints requests per second, p50 and p99 latency and the ratios against
+//! null in the same round, then the server's resident memory. Server and load generator share the machine's cores.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/fake_api.rs"]
 mod fake_api;
+mod support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fake_api::{admission_fixture, fake_api, kubeconfig};
+use serde_json::json;
 use wi_runtime::procfs;
 
-use bytes::Bytes;
-use fake_api::{admission_fixture, fake_api, kubeconfig};
-use http_body_util::{BodyExt, Full};
-use serde_json::json;
-
-const CONCURRENCY: usize = 16;
+const CONNECTIONS: usize = 16;
 const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const MEASURE: Duration = Duration::from_secs(6);
+const ROUNDS: usize = 3;
+const ACCOUNTS: usize = 10_000;
 
-struct Server {
-    child: tokio::process::Child,
-    admission: SocketAddr,
-    ca: rustls::pki_types::CertificateDer<'static>,
-    _dir: tempfile::TempDir,
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    Http1,
+    Http2,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
-
-async fn start_server(accounts: usize) -> Server {
-    let api = fake_api(accounts).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.path().join("kubeconfig"), kubeconfig(api)).unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
-        .args(["serve", "--tenant-id", TENANT, "--log-level", "warn"])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .arg("--tls-cert-file")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key-file")
-        .arg(dir.path().join("tls.key"))
-        .env_clear()
-        .env("KUBECONFIG", dir.path().join("kubeconfig"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let mut ready = false;
-    for _ in 0..600 {
-        if http_get(admin_addr, "/readyz")
-            .await
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "wi-webhook never became ready");
-    let metrics = http_get(admin_addr, "/metrics").await.unwrap();
-    let cached = metrics
-        .lines()
-        .find(|l| l.starts_with("wi_webhook_cache_objects{kind=\"serviceaccounts\"}"))
-        .unwrap_or_default()
-        .to_owned();
-    assert!(cached.ends_with(&format!(" {accounts}")), "cache: {cached}");
-    Server {
-        child,
-        admission: format!("127.0.0.1:{listen}").parse().unwrap(),
-        ca: cert_der(&ca),
-        _dir: dir,
-    }
-}
-
-fn cert_der(cert: &rcgen::Certificate) -> rustls::pki_types::CertificateDer<'static> {
-    cert.der().clone()
-}
-
-/// One keep-alive HTTPS connection sending `body` until `until`; returns the latencies after `measure_from`.
-async fn worker(
-    server: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    body: Bytes,
-    measure_from: Instant,
-    until: Instant,
-) -> Vec<Duration> {
-    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(tls);
-    let stream = connector
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut latencies = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= until {
-            return latencies;
-        }
-        let request = hyper::Request::post("/mutate-v1-pod")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let answer = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(
-            answer.windows(14).any(|w| w == b"\"allowed\":true"),
-            "{}",
-            String::from_utf8_lossy(&answer)
-        );
-        if now >= measure_from {
-            latencies.push(now.elapsed());
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1 (wrk)",
+            Protocol::Http2 => "HTTP/2 (h2load)",
         }
     }
 }
 
 struct Run {
+    requests: u64,
     rps: f64,
     p50: Duration,
     p99: Duration,
 }
 
-async fn drive(server: &Server, body: Bytes) -> Run {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.ca.clone()).unwrap();
-    let tls = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+fn output(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
-    let start = Instant::now();
-    let (measure_from, until) = (start + WARMUP, start + WARMUP + MEASURE);
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| tokio::spawn(worker(server.admission, tls.clone(), body.clone(), measure_from, until)))
-        .collect();
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
-    }
-    all.sort();
-    let at = |p: f64| all[((all.len() as f64 - 1.0) * p).round() as usize];
+    stdout
+}
+
+/// `1.06ms`, `830.00us`, `1.20s` as wrk prints them.
+fn wrk_duration(text: &str) -> Duration {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let n: f64 = number.parse().unwrap();
+    Duration::from_secs_f64(match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        other => panic!("unknown wrk unit {other}"),
+    })
+}
+
+/// One wrk run: 1 thread, `CONNECTIONS` connections, `duration`, POSTing the body of `script`.
+fn wrk(url: &str, script: &Path, duration: Duration) -> Run {
+    let out = output(Command::new("wrk").args([
+        "-t1",
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{}s", duration.as_secs()),
+        "--latency",
+        "-s",
+        script.to_str().unwrap(),
+        url,
+    ]));
+    assert!(!out.contains("Non-2xx"), "wrk saw failed requests:\n{out}");
+    assert!(!out.contains("Socket errors"), "wrk saw socket errors:\n{out}");
+    let field = |prefix: &str| {
+        out.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output:\n{out}"))
+            .trim()
+            .to_owned()
+    };
+    let requests = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
     Run {
-        rps: all.len() as f64 / MEASURE.as_secs_f64(),
+        requests,
+        rps: field("Requests/sec:").parse().unwrap(),
+        p50: wrk_duration(&field("50%")),
+        p99: wrk_duration(&field("99%")),
+    }
+}
+
+/// One h2load run: 1 thread, `CONNECTIONS` connections, one stream each at a time (as kube-apiserver sends
+/// reviews), `duration` after `WARMUP`; latencies from its per-request log.
+fn h2load(url: &str, body: &Path, duration: Duration, log: &Path) -> Run {
+    let out = output(Command::new("h2load").args([
+        "-t1",
+        &format!("-c{CONNECTIONS}"),
+        "-m1",
+        &format!("--duration={}", duration.as_secs()),
+        &format!("--warm-up-time={}", WARMUP.as_secs()),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        body.to_str().unwrap(),
+        &format!("--log-file={}", log.display()),
+        url,
+    ]));
+    assert!(
+        out.contains("Application protocol: h2"),
+        "h2load did not negotiate HTTP/2:\n{out}"
+    );
+    let requests_line = out.lines().find(|l| l.starts_with("requests:")).unwrap();
+    assert!(
+        requests_line.contains(" 0 failed, 0 errored, 0 timeout"),
+        "h2load saw failed requests:\n{out}"
+    );
+    let finished = out.lines().find(|l| l.starts_with("finished in")).unwrap();
+    let rps: f64 = finished
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" req/s"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Tab-separated: start (us since the epoch), status, microseconds to the end of the response.
+    let mut latencies: Vec<u64> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            assert_eq!(fields[1], "200", "h2load: {l}");
+            fields[2].parse().unwrap()
+        })
+        .collect();
+    latencies.sort_unstable();
+    let at = |p: f64| Duration::from_micros(latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]);
+    Run {
+        requests: latencies.len() as u64,
+        rps,
         p50: at(0.50),
         p99: at(0.99),
     }
 }
 
-fn review(opt_in: &str) -> Bytes {
+fn review(opt_in: &str) -> Vec<u8> {
     let mut review = admission_fixture("04-deployment-pod.json");
     review["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = json!(opt_in);
-    Bytes::from(serde_json::to_vec(&review).unwrap())
+    serde_json::to_vec(&review).unwrap()
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+async fn outcome_count(server: &support::Server, result: &str) -> u64 {
+    server
+        .metric(&format!("wi_webhook_admission_requests_total{{result=\"{result}\"}}"))
+        .await
+        .unwrap_or(0.0) as u64
+}
+
+/// Runs the load and checks that every request it counted ended as `expected` in the server.
+async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expected: &str) -> Run {
+    let url = format!("https://127.0.0.1:{}/mutate-v1-pod", server.admission.port());
+    let dir = server.dir.path();
+    let script = dir.join(format!("{}.lua", body.file_stem().unwrap().to_string_lossy()));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             local f = assert(io.open({:?}, \"rb\"))\nwrk.body = f:read(\"*a\")\nf:close()\n",
+            body.display().to_string()
+        ),
+    )
+    .unwrap();
+    let before: Vec<u64> = futures::future::join_all(
+        ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
+    )
+    .await;
+    let run = tokio::task::block_in_place(|| match protocol {
+        Protocol::Http1 => {
+            wrk(&url, &script, WARMUP);
+            wrk(&url, &script, MEASURE)
+        }
+        Protocol::Http2 => h2load(&url, body, MEASURE, &dir.join("h2load.log")),
+    });
+    let after: Vec<u64> = futures::future::join_all(
+        ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
+    )
+    .await;
+    for (i, result) in ["mutated", "unchanged", "denied", "error", "invalid"]
+        .iter()
+        .enumerate()
+    {
+        let delta = after[i] - before[i];
+        if *result == expected {
+            assert!(
+                delta >= run.requests,
+                "{delta} {result} in the server for {} requests",
+                run.requests
+            );
+        } else {
+            assert_eq!(delta, 0, "{delta} requests ended {result}, expected {expected}");
+        }
+    }
+    run
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "wi-webhook serve under load: {CONCURRENCY} keep-alive HTTPS connections, {} s per run after {} s of warm-up, \
-         {cores} cores shared by server and load generator; 10,000 ServiceAccounts cached\n",
-        MEASURE.as_secs(),
-        WARMUP.as_secs()
-    );
-    let mut server = start_server(10_000).await;
-    let pid = server.child.id().unwrap();
-    let idle_rss = procfs::memory(Some(pid)).unwrap().rss_kib;
-    let (null_body, mutate_body) = (review("false"), review("true"));
-    println!("request body: {} bytes (04-deployment-pod.json)", mutate_body.len());
-    println!("| run | requests/s | p50 | p99 | requests/s vs null | p99 vs null |");
-    println!("|---|---|---|---|---|---|");
-    for round in 1..=2 {
-        let null = drive(&server, null_body.clone()).await;
-        let mutate = drive(&server, mutate_body.clone()).await;
-        println!(
-            "| null (round {round}) | {:.0} | {} | {} | 1.00x | 1.00x |",
-            null.rps,
-            ms(null.p50),
-            ms(null.p99)
-        );
-        println!(
-            "| mutate (round {round}) | {:.0} | {} | {} | {:.2}x | {:.2}x |",
-            mutate.rps,
-            ms(mutate.p50),
-            ms(mutate.p99),
-            mutate.rps / null.rps,
-            mutate.p99.as_secs_f64() / null.p99.as_secs_f64()
-        );
+    for (tool, package) in [("wrk", "wrk"), ("h2load", "nghttp2-client")] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("{tool} is not installed: apt-get install {package}");
+            std::process::exit(1);
+        }
     }
-    let procfs::Memory {
-        rss_kib: loaded_rss,
-        peak_kib: peak,
-    } = procfs::memory(Some(pid)).unwrap();
-    server.child.kill().await.unwrap();
-
-    let mut small = start_server(10).await;
-    let small_rss = procfs::memory(Some(small.child.id().unwrap())).unwrap().rss_kib;
-    small.child.kill().await.unwrap();
-    println!("\nresident memory of wi-webhook serve");
-    println!("| ServiceAccounts cached | RSS idle | RSS after the load | peak |");
-    println!("|---|---|---|---|");
-    println!("| 10 (baseline) | {small_rss} KiB | | |");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let api = fake_api(ACCOUNTS).await;
+    let server = support::start_server(&kubeconfig(api), ACCOUNTS).await;
+    let idle = procfs::memory(Some(server.pid())).unwrap();
+    let (null_body, mutate_body) = (
+        server.dir.path().join("null.json"),
+        server.dir.path().join("mutate.json"),
+    );
+    std::fs::write(&null_body, review("false")).unwrap();
+    std::fs::write(&mutate_body, review("true")).unwrap();
     println!(
-        "| 10,000 | {idle_rss} KiB ({:+} KiB, {:.0} bytes per account) | {loaded_rss} KiB | {peak} KiB |",
-        idle_rss as i64 - small_rss as i64,
-        (idle_rss as f64 - small_rss as f64) * 1024.0 / 9990.0
+        "wi-webhook serve under load: {CONNECTIONS} keep-alive HTTPS connections from one client thread, {} s per run \
+         after {} s of warm-up, {ROUNDS} rounds; {cores} cores shared by server and load generator; {ACCOUNTS} \
+         ServiceAccounts cached; request body {} bytes (04-deployment-pod.json)\n",
+        MEASURE.as_secs(),
+        WARMUP.as_secs(),
+        std::fs::metadata(&mutate_body).unwrap().len()
+    );
+    println!("| protocol | run | requests/s | p50 | p99 | requests/s vs null | p99 vs null |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let (mut rps_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
+        for round in 1..=ROUNDS {
+            let null = measure(&server, protocol, &null_body, "unchanged").await;
+            let mutate = measure(&server, protocol, &mutate_body, "mutated").await;
+            let (rps_ratio, p99_ratio) = (mutate.rps / null.rps, mutate.p99.as_secs_f64() / null.p99.as_secs_f64());
+            println!(
+                "| {} | null (round {round}) | {:.0} | {} | {} | 1.00x | 1.00x |",
+                protocol.name(),
+                null.rps,
+                ms(null.p50),
+                ms(null.p99)
+            );
+            println!(
+                "| {} | mutate (round {round}) | {:.0} | {} | {} | {rps_ratio:.2}x | {p99_ratio:.2}x |",
+                protocol.name(),
+                mutate.rps,
+                ms(mutate.p50),
+                ms(mutate.p99)
+            );
+            rps_ratios.push(rps_ratio);
+            p99_ratios.push(p99_ratio);
+        }
+        rps_ratios.sort_by(f64::total_cmp);
+        p99_ratios.sort_by(f64::total_cmp);
+        summary.push((protocol, rps_ratios[ROUNDS / 2], p99_ratios[ROUNDS / 2]));
+    }
+    println!("\nmutate vs null, median of the {ROUNDS} rounds (goal: requests/s at least 0.95x, p99 at most 1.1x)");
+    println!("| protocol | requests/s | p99 |");
+    println!("|---|---|---|");
+    for (protocol, rps, p99) in summary {
+        println!("| {} | {rps:.2}x | {p99:.2}x |", protocol.name());
+    }
+    let loaded = procfs::memory(Some(server.pid())).unwrap();
+    println!(
+        "\nresident memory of wi-webhook serve with {ACCOUNTS} ServiceAccounts: {} KiB idle, {} KiB after the load, \
+         peak {} KiB",
+        idle.rss_kib, loaded.rss_kib, loaded.peak_kib
     );
 }
