@@ -209,30 +209,25 @@ pub(super) fn inject_env(
         .get("env")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let entry_name = |e: &Value| e.get("name").and_then(Value::as_str).map(str::to_owned);
+    fn entry_name(e: &Value) -> Option<&str> {
+        e.get("name").and_then(Value::as_str)
+    }
+    let wanted = |n: &str, v: &str| json!({"name": n, "value": v});
+    // What an earlier pass injected: brought up to date when still wanted, dropped otherwise.
     let mut owned = BTreeSet::new();
-    let mut new_env: Vec<Value> = Vec::with_capacity(env.len() + desired.len());
     let mut replaced = Vec::new();
     let mut dropped = false;
     for (i, entry) in env.iter().enumerate() {
-        let Some(var) = entry_name(entry) else {
-            new_env.push(entry.clone());
+        let Some(var) = entry_name(entry).filter(|var| pass.old.owns_env(name, var)) else {
             continue;
         };
-        if !pass.old.owns_env(name, &var) {
-            new_env.push(entry.clone());
-            continue;
-        }
         match desired.iter().find(|(n, _)| *n == var) {
-            // Injected before and still wanted: bring the value up to date.
             Some((n, v)) => {
-                let want = json!({"name": n, "value": v});
-                if !contains(entry, &want) || entry.get("valueFrom").is_some() {
-                    replaced.push((i, want.clone()));
+                let stale = entry.get("value").and_then(Value::as_str) != Some(v) || entry.get("valueFrom").is_some();
+                if stale {
+                    replaced.push((i, *n, *v));
                 }
-                if owned.insert(var) {
-                    new_env.push(want);
-                }
+                owned.insert(var.to_owned());
             }
             // Injected before, no longer wanted (e.g. the new ServiceAccount has no client id).
             None => dropped = true,
@@ -240,21 +235,35 @@ pub(super) fn inject_env(
     }
     let mut added = Vec::new();
     for (n, v) in desired {
-        let present = env.iter().any(|e| entry_name(e).as_deref() == Some(*n));
-        if !present {
-            added.push(json!({"name": n, "value": v}));
+        if !env.iter().any(|e| entry_name(e) == Some(*n)) {
+            added.push(wanted(n, v));
             owned.insert((*n).to_owned());
         }
     }
     let env_ptr = format!("{}/env", container.pointer);
     if dropped {
+        // The list without what is no longer wanted, each owned var once and up to date, then the new ones.
+        let mut seen = BTreeSet::new();
+        let mut new_env: Vec<Value> = Vec::with_capacity(env.len() + added.len());
+        for entry in env {
+            match entry_name(entry).filter(|var| pass.old.owns_env(name, var)) {
+                None => new_env.push(entry.clone()),
+                Some(var) => {
+                    if let Some((n, v)) = desired.iter().find(|(n, _)| *n == var)
+                        && seen.insert(var)
+                    {
+                        new_env.push(wanted(n, v));
+                    }
+                }
+            }
+        }
         new_env.extend(added);
         pass.ops.ops.push(replace(&env_ptr, Value::Array(new_env)));
     } else {
-        for (i, value) in replaced {
-            pass.ops.ops.push(replace(&format!("{env_ptr}/{i}"), value));
+        for (i, n, v) in replaced {
+            pass.ops.ops.push(replace(&format!("{env_ptr}/{i}"), wanted(n, v)));
         }
-        pass.ops.append(&env_ptr, container.object.get("env"), added);
+        pass.ops.append(env_ptr, container.object.get("env"), added);
     }
     if !owned.is_empty() {
         pass.marker.env.insert(name.to_owned(), owned);
@@ -311,7 +320,7 @@ pub(super) fn inject_mount(container: &ContainerRef<'_>, want: &Value, pass: &mu
             return Ok(());
         }
         None => pass.ops.append(
-            &format!("{}/volumeMounts", container.pointer),
+            format!("{}/volumeMounts", container.pointer),
             container.object.get("volumeMounts"),
             vec![want.clone()],
         ),
@@ -362,7 +371,9 @@ pub(super) fn inject_volume(spec: &Map<String, Value>, want: Value, pass: &mut P
             }
             return Ok(());
         }
-        None => pass.ops.append("/spec/volumes", spec.get("volumes"), vec![want]),
+        None => pass
+            .ops
+            .append("/spec/volumes".to_owned(), spec.get("volumes"), vec![want]),
     }
     pass.marker.volumes.insert(volume.to_owned());
     Ok(())

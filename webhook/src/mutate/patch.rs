@@ -3,6 +3,8 @@
 use super::marker::Marker;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 /// One pass of the engine over a pod: what an earlier pass injected (`old`), what this one injects (`marker`), the
@@ -30,28 +32,43 @@ impl<'a> Pass<'a> {
 #[derive(Default)]
 pub(super) struct Ops {
     pub(super) ops: Vec<PatchOperation>,
-    /// List pointer, whether the list exists, items to append.
-    pub(super) appends: Vec<(String, bool, Vec<Value>)>,
+    /// Items to append, by list pointer, in the order the lists were first appended to.
+    appends: Vec<Append>,
+    /// Where each list pointer is in `appends` (a pod with many containers appends to many lists).
+    index: HashMap<String, usize>,
+}
+
+struct Append {
+    pointer: String,
+    /// Whether the list exists in the pod (then items are appended with `/-`).
+    exists: bool,
+    items: Vec<Value>,
 }
 
 impl Ops {
-    pub(super) fn append(&mut self, pointer: &str, current: Option<&Value>, items: Vec<Value>) {
+    pub(super) fn append(&mut self, pointer: String, current: Option<&Value>, items: Vec<Value>) {
         if items.is_empty() {
             return;
         }
-        match self.appends.iter_mut().find(|(p, _, _)| p == pointer) {
-            Some((_, _, pending)) => pending.extend(items),
-            None => self
-                .appends
-                .push((pointer.to_owned(), matches!(current, Some(Value::Array(_))), items)),
+        match self.index.get(&pointer) {
+            Some(&i) => self.appends[i].items.extend(items),
+            None => {
+                self.index.insert(pointer.clone(), self.appends.len());
+                self.appends.push(Append {
+                    pointer,
+                    exists: matches!(current, Some(Value::Array(_))),
+                    items,
+                });
+            }
         }
     }
 
     pub(super) fn finish(self) -> Vec<PatchOperation> {
         let mut ops = self.ops;
-        for (pointer, exists, items) in self.appends {
+        for Append { pointer, exists, items } in self.appends {
             if exists {
-                ops.extend(items.into_iter().map(|item| add(&format!("{pointer}/-"), item)));
+                let end = format!("{pointer}/-");
+                ops.extend(items.into_iter().map(|item| add(&end, item)));
             } else {
                 // Absent or null: an `add` onto an existing member replaces it (RFC 6902).
                 ops.push(add(&pointer, Value::Array(items)));
@@ -116,9 +133,10 @@ pub(super) fn replace(pointer: &str, value: Value) -> PatchOperation {
     })
 }
 
-/// Pointers built here are made of field names and indices, none of which need escaping.
+/// Pointers built here are made of field names and indices, none of which need escaping: parsed as they are
+/// (one copy), or split into tokens and escaped should one ever need it.
 pub(super) fn pointer_buf(pointer: &str) -> PointerBuf {
-    PointerBuf::from_tokens(pointer.split('/').skip(1))
+    PointerBuf::parse(pointer).unwrap_or_else(|_| PointerBuf::from_tokens(pointer.split('/').skip(1)))
 }
 
 /// Whether `actual` has everything `want` has. Extra fields in `actual` (defaults the API server filled in
