@@ -13,7 +13,6 @@
 //! whole when the list is complete, as a reflector does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use compact_str::CompactString;
@@ -207,14 +206,15 @@ impl<V> Objects<V> {
 #[derive(Debug)]
 pub(crate) struct Cache<V> {
     objects: RwLock<Objects<V>>,
-    synced: AtomicBool,
+    /// Whether a complete list has been seen; watched by readiness.
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl<V> Default for Cache<V> {
     fn default() -> Self {
         Cache {
             objects: RwLock::new(Objects::default()),
-            synced: AtomicBool::new(false),
+            synced: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -236,7 +236,13 @@ impl<V> Cache<V> {
 
     /// Whether a complete list has been seen.
     pub(crate) fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        *self.synced.borrow()
+    }
+
+    /// Returns once a complete list has been seen.
+    pub(crate) async fn synced(&self) {
+        // The sender lives in `self`: the channel cannot close while this waits.
+        let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects<V>> {
@@ -247,7 +253,7 @@ impl<V> Cache<V> {
     pub(crate) fn replace(&self, mut objects: Objects<V>) {
         objects.finish();
         *self.write() = objects;
-        self.synced.store(true, Ordering::Release);
+        self.synced.send_replace(true);
     }
 
     pub(crate) fn insert(&self, namespace: &str, name: &str, value: V) {

@@ -124,13 +124,22 @@ impl KubeLookup {
                 "ServiceAccount",
                 Account::from_meta,
             );
+            let namespaces_cache = &namespaces;
             let namespaces = cache::follow(
                 Api::<PartialObjectMeta<Namespace>>::all(client),
-                &namespaces,
+                namespaces_cache,
                 "Namespace",
                 cache::use_label,
             );
-            tokio::join!(accounts, namespaces);
+            let synced = async {
+                tokio::join!(service_accounts.synced(), namespaces_cache.synced());
+                tracing::info!(
+                    service_accounts = service_accounts.len(),
+                    namespaces = namespaces_cache.len(),
+                    "caches synced"
+                );
+            };
+            tokio::join!(accounts, namespaces, synced);
         }
         .boxed();
         (lookup, driver)
