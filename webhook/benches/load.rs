@@ -192,7 +192,9 @@ async fn outcome_count(server: &support::Server, result: &str) -> u64 {
 
 /// Runs the load and checks that every request it counted ended as `expected` in the server.
 async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expected: &str) -> Run {
-    let url = format!("https://127.0.0.1:{}/mutate-v1-pod", server.admission.port());
+    // A host name, as kube-apiserver dials a webhook Service: wrk and h2load send it as SNI (an IP address there
+    // is not a valid SNI, and the server would warn about each connection).
+    let url = format!("https://localhost:{}/mutate-v1-pod", server.admission.port());
     let dir = server.dir.path();
     let script = dir.join(format!("{}.lua", body.file_stem().unwrap().to_string_lossy()));
     std::fs::write(
@@ -213,7 +215,12 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
             wrk(&url, &script, WARMUP);
             wrk(&url, &script, MEASURE)
         }
-        Protocol::Http2 => h2load(&url, body, MEASURE, &dir.join("h2load.log")),
+        Protocol::Http2 => {
+            let log = dir.join("h2load.log");
+            // h2load appends to its log.
+            let _ = std::fs::remove_file(&log);
+            h2load(&url, body, MEASURE, &log)
+        }
     });
     let after: Vec<u64> = futures::future::join_all(
         ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
