@@ -20,6 +20,8 @@
 
 #[path = "../tests/common/fake_api.rs"]
 mod fake_api;
+#[path = "../tests/common/process.rs"]
+mod process;
 mod support;
 
 use std::path::Path;

@@ -1,12 +1,15 @@
 //! What the webhook benches share: `wi-webhook serve` started as a process, the way users start it (its real
 //! `main`, default flags and logging but `warn`), with a throwaway CA and serving certificate. `WI_WEBHOOK_BINARY`
-//! names another build to measure (e.g. the previous commit's, for a before/after table).
+//! names another build to measure (e.g. the previous commit's, for a before/after table). Needs the tests'
+//! `common/process.rs` as the crate's `process` module.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::process::{eventually, free_port, http_get, webhook_binary};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
@@ -26,38 +29,10 @@ impl Server {
 
     /// The value of a metric line starting with `prefix` (e.g. `wi_webhook_cache_objects{kind="serviceaccounts"}`).
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let metrics = http_get(self.admin, "/metrics").await?;
+        let (_, metrics) = http_get(self.admin, "/metrics").await?;
         let line = metrics.lines().find(|l| l.starts_with(prefix))?;
         line.rsplit(' ').next()?.parse().ok()
     }
-}
-
-/// The binary measured: `WI_WEBHOOK_BINARY` when set (another build, to compare), else the one cargo built for
-/// the bench (release).
-pub fn binary() -> PathBuf {
-    std::env::var_os("WI_WEBHOOK_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wi-webhook")))
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.ok()?;
-    Some(out)
 }
 
 /// Starts `wi-webhook serve` with `kubeconfig` and waits until it is ready (its caches listed) and holds
@@ -79,7 +54,7 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
     std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
     let (listen, admin) = (free_port(), free_port());
-    let child = tokio::process::Command::new(binary())
+    let child = tokio::process::Command::new(webhook_binary())
         .args(["serve", "--tenant-id", TENANT, "--log-level", "warn"])
         .args([
             "--listen",
@@ -103,17 +78,12 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
         ca_file: dir.path().join("ca.crt"),
         dir,
     };
-    let mut ready = false;
-    for _ in 0..6000 {
-        if http_get(server.admin, "/readyz")
+    let ready = eventually(Duration::from_secs(300), async || {
+        http_get(server.admin, "/readyz")
             .await
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .await;
     assert!(ready, "wi-webhook never became ready");
     let cached = server
         .metric("wi_webhook_cache_objects{kind=\"serviceaccounts\"}")
