@@ -98,6 +98,18 @@ fn growth(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("containers");
     group.throughput(Throughput::Elements(1));
+    // The opt-out path of the load bench's null webhook: the same pod labelled "false", parsed and answered.
+    let mut opted_out: Value = serde_json::from_slice(&review_with_containers(1)).unwrap();
+    opted_out["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = Value::from("false");
+    let opted_out = serde_json::to_vec(&opted_out).unwrap();
+    group.bench_function("baseline: parse + opt-out response, 1 containers", |b| {
+        b.iter(|| {
+            let review = AdmissionReview::parse(black_box(&opted_out)).unwrap();
+            let pod = review.pod_create().unwrap();
+            let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
+            black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
+        })
+    });
     for n in [1, 5, 30, 100] {
         let body = review_with_containers(n);
         let pod = AdmissionReview::parse(&body).unwrap().request.object.unwrap();
