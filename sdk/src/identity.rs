@@ -128,6 +128,9 @@ pub fn from_vars_with(
 
 /// HTTP client options for `cloud`: the authority host, and a transport trusting the extra CA.
 pub fn client_options(cloud: &CloudOptions) -> Result<ClientOptions, IdentityError> {
+    // reqwest is built without a TLS crypto provider of its own (`rustls-no-provider`: one provider, ring, rather
+    // than aws-lc-rs beside it): it uses the process default, ring unless the application installed another.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut options = ClientOptions::default();
     if let Some(host) = &cloud.authority_host {
         let mut custom = CustomConfiguration::default();

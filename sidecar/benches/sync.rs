@@ -139,7 +139,11 @@ async fn sidecar_rss(world: &World, objects: usize) -> (u64, u64) {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wi-sidecar"))
+    // WI_SIDECAR_BINARY: another build to measure (another profile, the previous commit's).
+    let binary = std::env::var_os("WI_SIDECAR_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_wi-sidecar").into());
+    let mut child = tokio::process::Command::new(binary)
         .args([
             "run",
             "--admin-listen",

@@ -520,6 +520,8 @@ async fn wait_for_value(value: &wi_sdk::Watched<String>, want: &str, timeout: Du
 
 /// Replays the walkthrough, printing to `out`.
 pub async fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, StepFailed> {
+    // The workspace's reqwest has no TLS crypto provider of its own (`rustls-no-provider`): the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = writeln!(
         out,
         "wi-demo: the AKS + Key Vault walkthrough, end to end on the emulator (Entra ID, the cluster's service \

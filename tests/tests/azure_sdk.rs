@@ -27,6 +27,8 @@ struct World {
 }
 
 async fn world() -> World {
+    // The workspace's reqwest has no TLS crypto provider of its own (`rustls-no-provider`): the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let emulator = Emulator::start().await.unwrap();
     let identity = emulator.add_workload_identity("mi-aks-workload", TENANT, "default", "my-app-sa");
     let url = emulator.create_vault("kv-techventure-001", TENANT).await.unwrap();
