@@ -7,6 +7,11 @@
 //! - a rotation check (the steady state): Key Vault and Entra ID requests per check, and its time, with nothing
 //!   changed and with one object changed;
 //! - resident memory of the `wi-sidecar run` process after its first sync, with 1 and with 100 objects.
+//!
+//! The process measured is the binary cargo built for the bench, whose dependencies carry the features of the
+//! bench's dev-dependencies too (the testbed links aws-lc-rs); the shipped one is built alone. To measure that:
+//! `cargo build --release -p wi-sidecar --target-dir target/shipped` then
+//! `WI_SIDECAR_BINARY=target/shipped/release/wi-sidecar cargo bench -p wi-sidecar --bench sync`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -247,7 +252,12 @@ async fn main() {
 
     let (one, one_peak) = sidecar_rss(&world, 1).await;
     let (hundred, hundred_peak) = sidecar_rss(&world, OBJECTS).await;
-    println!("\nresident memory of `wi-sidecar run` after the first sync");
+    let binary = std::env::var("WI_SIDECAR_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wi-sidecar").to_owned());
+    let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "\nresident memory of `wi-sidecar run` after the first sync ({binary}, {:.1} MB)",
+        size as f64 / 1e6
+    );
     println!("| objects | RSS | peak RSS | vs 1 object |");
     println!("|---|---|---|---|");
     println!("| 1 (baseline) | {one} KiB | {one_peak} KiB | 1.00x |");
