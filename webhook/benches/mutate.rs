@@ -43,6 +43,14 @@ fn service_account_and_config() -> (ServiceAccount, Config) {
     (sa, config)
 }
 
+/// The admission path of `serve` without the network: parse the review, the engine, encode the response.
+fn admit(body: &[u8], inputs: &Inputs<'_>, config: &Config) -> Vec<u8> {
+    let review = AdmissionReview::parse(body).unwrap();
+    let pod = review.pod_create().unwrap();
+    let outcome = mutate(pod.pod, inputs, config).map_err(Into::into);
+    serde_json::to_vec(&review.respond(&outcome)).unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let (name, body) = largest_fixture();
     let (sa, config) = service_account_and_config();
@@ -63,12 +71,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(mutate(black_box(&pod), &inputs, &config).unwrap()))
     });
     group.bench_function("parse + engine + response", |b| {
-        b.iter(|| {
-            let review = AdmissionReview::parse(black_box(&body)).unwrap();
-            let pod = review.pod_create().unwrap();
-            let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
-            black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
-        })
+        b.iter(|| black_box(admit(black_box(&body), &inputs, &config)))
     });
     group.finish();
 }
@@ -103,12 +106,7 @@ fn growth(c: &mut Criterion) {
     opted_out["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = Value::from("false");
     let opted_out = serde_json::to_vec(&opted_out).unwrap();
     group.bench_function("baseline: parse + opt-out response, 1 containers", |b| {
-        b.iter(|| {
-            let review = AdmissionReview::parse(black_box(&opted_out)).unwrap();
-            let pod = review.pod_create().unwrap();
-            let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
-            black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
-        })
+        b.iter(|| black_box(admit(black_box(&opted_out), &inputs, &config)))
     });
     for n in [1, 5, 30, 100] {
         let body = review_with_containers(n);
@@ -118,14 +116,7 @@ fn growth(c: &mut Criterion) {
         });
         group.bench_function(
             format!("parse + engine + response, {n} containers ({} bytes)", body.len()),
-            |b| {
-                b.iter(|| {
-                    let review = AdmissionReview::parse(black_box(&body)).unwrap();
-                    let pod = review.pod_create().unwrap();
-                    let outcome = mutate(pod.pod, &inputs, &config).map_err(Into::into);
-                    black_box(serde_json::to_vec(&review.respond(&outcome)).unwrap())
-                })
-            },
+            |b| b.iter(|| black_box(admit(black_box(&body), &inputs, &config))),
         );
     }
     group.finish();

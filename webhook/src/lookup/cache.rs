@@ -277,12 +277,13 @@ pub(crate) async fn follow<K, V>(
     K::DynamicType: Default,
     PartialObjectMeta<K>: serde::de::DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
 {
-    let key = |meta: &ObjectMeta| {
+    // Borrowed: the name is copied once, into the cache, not once more per event.
+    fn key(meta: &ObjectMeta) -> (&str, &str) {
         (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
         )
-    };
+    }
     // A list in progress: the cache keeps answering from the previous one until this one is complete.
     let mut listing: Option<Objects<V>> = None;
     let mut events = watcher::watcher(api, watcher::Config::default())
@@ -294,7 +295,7 @@ pub(crate) async fn follow<K, V>(
             Ok(Event::InitApply(object)) => {
                 if let Some(listing) = listing.as_mut() {
                     let (namespace, name) = key(&object.metadata);
-                    listing.push(&namespace, &name, compact(&object.metadata));
+                    listing.push(namespace, name, compact(&object.metadata));
                 }
             }
             Ok(Event::InitDone) => {
@@ -306,11 +307,11 @@ pub(crate) async fn follow<K, V>(
             }
             Ok(Event::Apply(object)) => {
                 let (namespace, name) = key(&object.metadata);
-                cache.insert(&namespace, &name, compact(&object.metadata));
+                cache.insert(namespace, name, compact(&object.metadata));
             }
             Ok(Event::Delete(object)) => {
                 let (namespace, name) = key(&object.metadata);
-                cache.remove(&namespace, &name);
+                cache.remove(namespace, name);
             }
             Err(error) => tracing::warn!(kind, %error, "watch failed; retrying"),
         }
