@@ -1107,13 +1107,16 @@ async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
     // Entra ID trusts the cluster's issuer as it would: from the issuer's public discovery documents.
     let issuer = installed.plane.url();
     let api_ca = installed.plane.ca_pem();
-    let (status, discovery) = https_json(
-        "GET",
-        &format!("{issuer}/.well-known/openid-configuration"),
-        &api_ca,
-        None,
-    )
+    // The discovery role is bootstrapped by the API server after it starts serving and reaches its RBAC
+    // authorizer through an informer: a fresh server can answer 403 for a moment, as a new cluster does.
+    let discovery_url = format!("{issuer}/.well-known/openid-configuration");
+    let mut answer = (0, Value::Null);
+    eventually(Duration::from_secs(30), async || {
+        answer = https_json("GET", &discovery_url, &api_ca, None).await;
+        answer.0 != 403
+    })
     .await;
+    let (status, discovery) = answer;
     assert_eq!(status, 200, "anonymous discovery: {discovery}");
     assert_eq!(discovery["issuer"], issuer.as_str());
     let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_owned();
