@@ -26,17 +26,13 @@ use crate::config::Config;
 use crate::lookup::Lookup;
 use crate::metrics::{Metrics, Outcome};
 use crate::mutate::{self, ClassLookup, Inputs, Mutation};
-use crate::review::{AdmissionReview, PodCreate, Rejection};
+use crate::review::{AdmissionReview, PodCreate, Rejection, ReviewResponse};
 use wi_contract::USE_LABEL;
 
 /// Decides one pod CREATE: opt-in first (from the pod's `use` label, else its namespace's), then the ServiceAccount
 /// and the SecretProviderClass, then the engine.
 pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config) -> Result<Mutation, Rejection> {
-    let pod_label = pod
-        .pod
-        .pointer("/metadata/labels")
-        .and_then(|l| l.get(USE_LABEL))
-        .and_then(Value::as_str);
+    let pod_label = mutate::at(pod.pod, &["metadata", "labels", USE_LABEL]).and_then(Value::as_str);
     // The namespace decides only for pods without their own "true" or "false".
     let namespace_labels = match pod_label {
         Some("true") | Some("false") => None,
@@ -45,7 +41,7 @@ pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config
     let opt_in = mutate::opt_in(pod.pod, namespace_labels.as_ref());
     if !opt_in.opted_in {
         return Ok(Mutation {
-            patch: json_patch::Patch(Vec::new()),
+            patch: mutate::Patch::default(),
             warnings: opt_in.warnings,
         });
     }
@@ -76,7 +72,7 @@ pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config
 
 /// Answers one AdmissionReview: anything but a pod CREATE is allowed unchanged; a pod CREATE goes through
 /// [`admit_pod`]. Logs the decision (never a value) in an `admission` span.
-pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Config) -> (Value, Outcome) {
+pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Config) -> (ReviewResponse, Outcome) {
     let Some(pod) = review.pod_create() else {
         return (review.allow_unchanged(), Outcome::Unchanged);
     };
@@ -91,14 +87,14 @@ pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Conf
     async move {
         let result = admit_pod(&pod, lookup, config).await;
         let outcome = match &result {
-            Ok(m) if m.patch.0.is_empty() => Outcome::Unchanged,
+            Ok(m) if m.patch.is_empty() => Outcome::Unchanged,
             Ok(_) => Outcome::Mutated,
             Err(rejection) => rejection.outcome(),
         };
         match &result {
             Ok(m) => tracing::info!(
-                result = if m.patch.0.is_empty() { "unchanged" } else { "mutated" },
-                patch_ops = m.patch.0.len(),
+                result = if m.patch.is_empty() { "unchanged" } else { "mutated" },
+                patch_ops = m.patch.len(),
                 warnings = ?m.warnings,
                 "admission reviewed"
             ),

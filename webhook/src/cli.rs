@@ -592,10 +592,12 @@ fn run_mutate(
             for warning in &mutation.warnings {
                 writeln!(stderr, "warning: {warning}")?;
             }
-            json_patch::patch(&mut pod, &mutation.patch).map_err(|e| CliError::Invalid {
+            let bug = |e: &dyn std::fmt::Display| CliError::Invalid {
                 path: pod_path.display().to_string(),
                 message: format!("the patch does not apply (a bug, please report it): {e}"),
-            })?;
+            };
+            let patch = mutation.patch.to_json_patch().map_err(|e| bug(&e))?;
+            json_patch::patch(&mut pod, &patch).map_err(|e| bug(&e))?;
             let yaml = serde_yaml::to_string(&pod).map_err(|e| CliError::Write(std::io::Error::other(e)))?;
             write!(stdout, "{yaml}")?;
         }

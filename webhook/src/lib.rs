@@ -26,7 +26,7 @@
 //! let mutation = mutate(&pod, &inputs, &config)?;
 //!
 //! let mut patched = pod.clone();
-//! json_patch::patch(&mut patched, &mutation.patch)?;
+//! json_patch::patch(&mut patched, &mutation.patch.to_json_patch()?)?;
 //! assert_eq!(patched["spec"]["containers"][0]["env"][0]["name"], "AZURE_CLIENT_ID");
 //! assert!(mutation.warnings.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())

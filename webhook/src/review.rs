@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::lookup::LookupError;
 use crate::metrics::Outcome;
@@ -233,7 +234,7 @@ impl AdmissionReview {
         }
         let r = &self.request;
         let pod = r.object.as_ref().filter(|o| o.is_object())?;
-        let meta = |key: &str| pod.pointer(&format!("/metadata/{key}")).and_then(Value::as_str);
+        let meta = |key: &str| crate::mutate::at(pod, &["metadata", key]).and_then(Value::as_str);
         let namespace = r
             .namespace
             .as_deref()
@@ -258,7 +259,7 @@ impl AdmissionReview {
 
     /// The response for this request: allowed with the mutation's patch and warnings, or refused with the status
     /// [`Rejection::status`] chooses.
-    pub fn respond(&self, outcome: &Result<Mutation, Rejection>) -> Value {
+    pub fn respond(&self, outcome: &Result<Mutation, Rejection>) -> ReviewResponse {
         let uid = &self.request.uid;
         let refused = |rejection: &Rejection| {
             let (code, reason) = rejection.status();
@@ -273,7 +274,7 @@ impl AdmissionReview {
     }
 
     /// The response that allows the request unchanged.
-    pub fn allow_unchanged(&self) -> Value {
+    pub fn allow_unchanged(&self) -> ReviewResponse {
         self.respond(&Ok(Mutation::default()))
     }
 }
@@ -303,7 +304,7 @@ pub struct AdmissionResponse {
     pub status: Option<Status>,
     /// The JSON patch, base64-encoded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    pub patch: Option<EncodedPatch>,
     /// Always `JSONPatch` when a patch is present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
@@ -323,16 +324,48 @@ pub struct Status {
     pub message: String,
 }
 
+/// A patch as the response carries it, base64 of its JSON, kept as the JSON string it is written as: base64 needs
+/// no escaping, so encoding the response copies it rather than scanning it character by character.
+#[derive(Debug, Clone)]
+pub struct EncodedPatch(Box<RawValue>);
+
+impl EncodedPatch {
+    /// Base64 of `json`.
+    pub fn new(json: &[u8]) -> Result<Self, String> {
+        let mut literal = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
+        literal.push('"');
+        base64::engine::general_purpose::STANDARD.encode_string(json, &mut literal);
+        literal.push('"');
+        RawValue::from_string(literal)
+            .map(EncodedPatch)
+            .map_err(|e| format!("cannot encode the patch: {e}"))
+    }
+
+    /// The base64 text.
+    pub fn as_str(&self) -> &str {
+        self.0.get().trim_matches('"')
+    }
+}
+
+impl PartialEq for EncodedPatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for EncodedPatch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 impl AdmissionResponse {
-    /// Allowed, with the mutation's patch (omitted when empty) and warnings. A patch made of JSON values always
-    /// serializes; if it did not, the error says why rather than an empty patch being sent.
+    /// Allowed, with the mutation's patch (omitted when empty) and warnings. A base64 string is always a JSON
+    /// string; if it were not, the error says why rather than an empty patch being sent.
     pub fn allowed(uid: &str, mutation: &Mutation) -> Result<Self, String> {
-        let patch = match mutation.patch.0.is_empty() {
+        let patch = match mutation.patch.is_empty() {
             true => None,
-            false => {
-                let bytes = serde_json::to_vec(&mutation.patch).map_err(|e| format!("cannot encode the patch: {e}"))?;
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
-            }
+            false => Some(EncodedPatch::new(mutation.patch.to_json())?),
         };
         Ok(AdmissionResponse {
             uid: uid.to_owned(),
@@ -357,13 +390,25 @@ impl AdmissionResponse {
     }
 
     /// Wraps the response in an AdmissionReview of the given apiVersion.
-    pub fn into_review(self, api_version: &str) -> Value {
-        serde_json::json!({
-            "apiVersion": api_version,
-            "kind": "AdmissionReview",
-            "response": self,
-        })
+    pub fn into_review(self, api_version: &str) -> ReviewResponse {
+        ReviewResponse {
+            api_version: api_version.to_owned(),
+            kind: "AdmissionReview",
+            response: self,
+        }
     }
+}
+
+/// An AdmissionReview carrying a response, encoded as it is (`serde_json::to_vec`), without building a `Value`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewResponse {
+    /// The request's `apiVersion`.
+    pub api_version: String,
+    /// `AdmissionReview`.
+    pub kind: &'static str,
+    /// The response.
+    pub response: AdmissionResponse,
 }
 
 /// Decodes the patch of a response produced by [`AdmissionReview::respond`], for tests and the CLI.
@@ -420,7 +465,7 @@ mod tests {
         );
         let parsed = AdmissionReview::from_value(body).unwrap();
         assert!(parsed.pod_create().is_none());
-        let out = parsed.allow_unchanged();
+        let out = serde_json::to_value(parsed.allow_unchanged()).unwrap();
         assert_eq!(out["response"], json!({"uid": "u1", "allowed": true}));
     }
 
@@ -434,7 +479,8 @@ mod tests {
                    "object": {}}),
         ))
         .unwrap();
-        let denied = parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar").into()));
+        let denied =
+            serde_json::to_value(parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar").into()))).unwrap();
         assert_eq!(denied["apiVersion"], api_version);
         assert_eq!(denied["kind"], "AdmissionReview");
         assert_eq!(denied["response"]["uid"], "abc-123");
@@ -456,7 +502,10 @@ mod tests {
                    "object": {}}),
         ))
         .unwrap();
-        let internal = parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned()).into()));
+        let internal = serde_json::to_value(
+            parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned()).into())),
+        )
+        .unwrap();
         assert_eq!(internal["response"]["status"]["code"], 500);
         assert_eq!(internal["response"]["status"]["reason"], "InternalError");
         assert!(
@@ -465,7 +514,8 @@ mod tests {
                 .unwrap()
                 .contains("please report it: the marker did not serialize")
         );
-        let pod = parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned()).into()));
+        let pod = serde_json::to_value(parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned()).into())))
+            .unwrap();
         assert_eq!(pod["response"]["status"]["code"], 403);
     }
 

@@ -179,7 +179,10 @@ fn admit(body: &[u8], namespace_labels: Option<&BTreeMap<String, String>>, spc: 
     }
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let (response, _) = runtime.block_on(admission::review(&review, &lookup, &config()));
-    (review.request.object.clone().unwrap(), response)
+    (
+        review.request.object.clone().unwrap(),
+        serde_json::to_value(response).unwrap(),
+    )
 }
 
 fn mutate_again(pod: &Value) -> Vec<PatchOperation> {
@@ -196,7 +199,12 @@ fn mutate_again(pod: &Value) -> Vec<PatchOperation> {
         service_account: &sa,
         secret_provider_class: spc.as_ref().into(),
     };
-    mutate(pod, &inputs, &config()).unwrap().patch.0
+    mutate(pod, &inputs, &config())
+        .unwrap()
+        .patch
+        .to_json_patch()
+        .unwrap()
+        .0
 }
 
 /// Everything in `original` is in `patched` unchanged; lists may only have grown at the end.

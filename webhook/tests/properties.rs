@@ -170,7 +170,7 @@ fn run(pod: &Value) -> Result<Vec<PatchOperation>, String> {
         secret_provider_class: Some(&spc).into(),
     };
     mutate(pod, &inputs, &config())
-        .map(|m| m.patch.0)
+        .map(|m| m.patch.to_json_patch().unwrap().0)
         .map_err(|d| d.to_string())
 }
 

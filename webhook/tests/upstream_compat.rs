@@ -804,6 +804,7 @@ fn admit(pod: &Value, sa: Option<&[(&str, &str)]>, config: &Config) -> Result<Se
     }
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let (response, _) = runtime.block_on(admission::review(&review, &lookup, config));
+    let response = serde_json::to_value(response).unwrap();
     let patch = decode_patch(&response).unwrap().unwrap_or_default();
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &patch).unwrap();

@@ -32,11 +32,6 @@ pub(super) struct SecretsPlan {
 }
 
 impl SecretsPlan {
-    /// The read-only mount of the secrets volume in the containers that get it.
-    pub(super) fn mount(&self) -> Value {
-        json!({"name": SECRETS_VOLUME, "mountPath": self.mount_path, "readOnly": true})
-    }
-
     /// The secrets volume: the CSI driver's, or the in-memory emptyDir the sidecar writes into.
     pub(super) fn volume(&self) -> Value {
         match self.delivery {
@@ -162,7 +157,7 @@ pub(super) fn secrets_plan(
                     expected: "expected an absolute directory path other than / with no . or .. elements",
                 });
             }
-            path
+            path.to_owned()
         }
     };
     if mount_path == TOKEN_MOUNT_PATH {
@@ -198,12 +193,12 @@ pub(super) fn name_list(value: Option<&String>) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-pub(super) fn normalize_path(path: &str) -> String {
+pub(super) fn normalize_path(path: &str) -> &str {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() && path.starts_with('/') {
-        "/".to_owned()
+        "/"
     } else {
-        trimmed.to_owned()
+        trimmed
     }
 }
 

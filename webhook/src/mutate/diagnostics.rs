@@ -32,19 +32,22 @@ pub(super) fn warn_identity(
     tenant_id: Option<&str>,
     warnings: &mut Vec<String>,
 ) {
-    let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
+    let who = || format!("ServiceAccount {}/{}", sa.namespace, sa.name);
     match client_id {
         None => warnings.push(format!(
-            "{who} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected"
+            "{} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected",
+            who()
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(format!(
-            "{who}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs"
+            "{}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs",
+            who()
         )),
         Some(_) => {}
     }
     match tenant_id {
         None => warnings.push(format!(
-            "no tenant: {who} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected"
+            "no tenant: {} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected",
+            who()
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => {
             warnings.push(format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"))
@@ -133,16 +136,15 @@ pub(super) fn warn_lookalikes(
         SECRETS_CONTAINERS_ANNOTATION,
         INJECTED_ANNOTATION,
     ];
-    let sa_name = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
-    // (keys, the keys the webhook reads there, annotation or label, on what)
-    type Check<'a> = (&'a BTreeMap<String, String>, &'a [&'a str], &'a str, &'a str);
+    // (keys, the keys the webhook reads there, annotation or label, on the ServiceAccount or the pod)
+    type Check<'a> = (&'a BTreeMap<String, String>, &'a [&'a str], &'a str, bool);
     let checks: [Check<'_>; 4] = [
-        (&sa.annotations, SA_KEYS, "annotation", sa_name.as_str()),
-        (&sa.labels, &[], "label", sa_name.as_str()),
-        (pod_annotations, POD_KEYS, "annotation", "the pod"),
-        (pod_labels, &[USE_LABEL], "label", "the pod"),
+        (&sa.annotations, SA_KEYS, "annotation", true),
+        (&sa.labels, &[], "label", true),
+        (pod_annotations, POD_KEYS, "annotation", false),
+        (pod_labels, &[USE_LABEL], "label", false),
     ];
-    for (map, known, what, on) in checks {
+    for (map, known, what, on_account) in checks {
         for key in map.keys() {
             if known.contains(&key.as_str()) {
                 continue;
@@ -165,6 +167,10 @@ pub(super) fn warn_lookalikes(
                 (None, Some(k)) => format!("did you mean {k}?"),
                 (None, None) => "it is not a key the webhook reads".to_owned(),
             };
+            let on = match on_account {
+                true => format!("ServiceAccount {}/{}", sa.namespace, sa.name),
+                false => "the pod".to_owned(),
+            };
             warnings.push(format!("{what} {key} on {on} is ignored: {advice}"));
         }
     }
@@ -172,10 +178,9 @@ pub(super) fn warn_lookalikes(
 
 /// The part after a contract prefix, compared case-insensitively.
 pub(super) fn contract_suffix(key: &str) -> Option<&str> {
-    let lower = key.to_ascii_lowercase();
     [UPSTREAM_PREFIX, PROJECT_PREFIX]
         .iter()
-        .find(|p| lower.starts_with(*p))
+        .find(|p| key.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p)))
         .map(|p| &key[p.len()..])
 }
 

@@ -1,9 +1,12 @@
 //! Injecting the workload identity: the env vars, the token mount of each targeted container and the projected
 //! token volume, bringing what an earlier pass injected up to date and keeping what the pod wrote itself.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use wi_contract::*;
 
 use super::annotations::SecretsPlan;
@@ -11,7 +14,7 @@ use super::annotations::normalize_path;
 use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
-use super::patch::{Pass, contains, replace};
+use super::patch::{EnvVar, List, Pass, Wanted, contains, raw};
 use super::pod::ContainerRef;
 use super::values::non_empty;
 use crate::config::Config;
@@ -33,7 +36,12 @@ impl<'a> Identity<'a> {
     /// The env vars every targeted container gets. The token file is ours, or where the pod's own token volume puts
     /// it (a pod written for upstream may name the file otherwise): AZURE_FEDERATED_TOKEN_FILE must name a file that
     /// exists.
-    pub(super) fn env(&self, spec: &Map<String, Value>, old: &Marker, config: &Config) -> IdentityEnv {
+    pub(super) fn env(
+        &self,
+        spec: &Map<String, Value>,
+        old: &Marker<'_>,
+        config: &Config,
+    ) -> Result<IdentityEnv, Denial> {
         let token_file_name = own_token_file_name(spec, old, &config.audience);
         let vars = [
             (ENV_CLIENT_ID, self.client_id.map(str::to_owned)),
@@ -46,48 +54,96 @@ impl<'a> Identity<'a> {
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))
-        .collect();
-        IdentityEnv { vars, token_file_name }
+        .map(|(name, value)| {
+            let json = raw(&EnvVar { name, value: &value })?;
+            Ok(EnvEntry { name, value, json })
+        })
+        .collect::<Result<_, Denial>>()?;
+        Ok(IdentityEnv { vars, token_file_name })
     }
 }
 
 /// The identity env vars, by name, and the name of the token file in the token volume.
 pub(super) struct IdentityEnv {
-    vars: Vec<(&'static str, String)>,
+    vars: Vec<EnvEntry>,
     token_file_name: String,
+}
+
+/// One identity env var, with its entry of a container's `env` encoded once for every container.
+struct EnvEntry {
+    name: &'static str,
+    value: String,
+    json: Box<RawValue>,
+}
+
+/// An env var a container should have: its entry already encoded when it is the same for every container.
+#[derive(Clone, Copy)]
+pub(super) struct Desired<'a> {
+    name: &'static str,
+    value: &'a str,
+    json: Option<&'a RawValue>,
+}
+
+impl Desired<'_> {
+    fn encode(&self) -> Result<Box<RawValue>, Denial> {
+        match self.json {
+            Some(json) => Ok(json.to_owned()),
+            None => raw(&EnvVar {
+                name: self.name,
+                value: self.value,
+            }),
+        }
+    }
 }
 
 impl IdentityEnv {
     /// The vars as name and value.
     pub(super) fn pairs(&self) -> Vec<(&str, &str)> {
-        self.vars.iter().map(|(name, value)| (*name, value.as_str())).collect()
+        self.vars.iter().map(|var| (var.name, var.value.as_str())).collect()
     }
 
-    /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given.
-    fn for_container<'a>(&'a self, token_path: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
-        self.vars
-            .iter()
-            .map(|(name, value)| match token_path {
-                Some(path) if *name == ENV_FEDERATED_TOKEN_FILE => (*name, path),
-                _ => (*name, value.as_str()),
-            })
-            .collect()
+    /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given:
+    /// at most four, kept on the stack (this runs once per container).
+    fn for_container<'a>(&'a self, token_path: Option<&'a str>) -> ([Desired<'a>; 4], usize) {
+        let mut out = [Desired {
+            name: "",
+            value: "",
+            json: None,
+        }; 4];
+        for (slot, var) in out.iter_mut().zip(&self.vars) {
+            *slot = match token_path {
+                Some(path) if var.name == ENV_FEDERATED_TOKEN_FILE => Desired {
+                    name: var.name,
+                    value: path,
+                    json: None,
+                },
+                _ => Desired {
+                    name: var.name,
+                    value: &var.value,
+                    json: Some(&var.json),
+                },
+            };
+        }
+        (out, self.vars.len().min(4))
     }
 }
 
 /// Injects the env and the token mount into every targeted container, and the secrets mount into every container
 /// the plan names. A container an earlier pass injected whole (the sidecar) is brought up to date elsewhere.
-pub(super) fn inject_containers(
+pub(super) fn inject_containers<'a>(
     spec: &Map<String, Value>,
-    containers: &[ContainerRef<'_>],
+    containers: &[ContainerRef<'a>],
     skip: &BTreeSet<String>,
     env: &IdentityEnv,
     plan: Option<&SecretsPlan>,
     audience: &str,
-    pass: &mut Pass<'_>,
+    pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
-    let token_mount = json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true});
-    let secrets_mount = plan.map(SecretsPlan::mount);
+    // Encoded once, copied into each container's patch.
+    let token_mount = Wanted::mount(TOKEN_VOLUME, TOKEN_MOUNT_PATH)?;
+    let secrets_mount = plan
+        .map(|plan| Wanted::mount(SECRETS_VOLUME, &plan.mount_path))
+        .transpose()?;
     let other_tokens = other_token_volumes(spec, audience);
     for container in containers {
         if pass.old.containers.contains(container.name) {
@@ -97,7 +153,8 @@ pub(super) fn inject_containers(
         if targeted {
             // A container that mounts the token volume itself sees the file under its own mount path.
             let own_path = own_token_mount(container, pass.old, &env.token_file_name, &mut pass.warnings);
-            inject_env(container, &env.for_container(own_path.as_deref()), pass)?;
+            let (desired, n) = env.for_container(own_path.as_deref());
+            inject_env(container, &desired[..n], pass)?;
             if !reads_another_token(container, &other_tokens, pass.old) {
                 inject_mount(container, &token_mount, pass)?;
             }
@@ -128,7 +185,8 @@ fn other_token_volumes<'a>(spec: &'a Map<String, Value>, audience: &str) -> BTre
                 .and_then(Value::as_str)
                 .filter(|n| *n != TOKEN_VOLUME)?;
             let path = volume
-                .pointer("/projected/sources")
+                .get("projected")
+                .and_then(|p| p.get("sources"))
                 .and_then(Value::as_array)?
                 .iter()
                 .filter_map(|source| source.get("serviceAccountToken"))
@@ -149,11 +207,8 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
         return false;
     }
     let Some(file) = container
-        .object
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .env_list()
+        .iter()
         .find(|e| e.get("name").and_then(Value::as_str) == Some(ENV_FEDERATED_TOKEN_FILE))
         .and_then(|e| e.get("value").and_then(Value::as_str))
     else {
@@ -186,33 +241,58 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
         })
 }
 
-/// The projected token volume, for the audience and lifetime the pod gets.
-pub(super) fn token_volume(config: &Config, expiration: i64) -> Value {
-    json!({
-        "name": TOKEN_VOLUME,
-        "projected": {"sources": [{"serviceAccountToken": {
-            "audience": config.audience,
-            "expirationSeconds": expiration,
-            "path": TOKEN_FILE,
-        }}]},
-    })
+/// The projected token volume, for the audience and lifetime the pod gets, as the patch writes it.
+pub(super) fn token_volume(config: &Config, expiration: i64) -> TokenVolume<'_> {
+    TokenVolume {
+        name: TOKEN_VOLUME,
+        projected: TokenSources {
+            sources: [TokenSource {
+                service_account_token: TokenProjection {
+                    audience: &config.audience,
+                    expiration_seconds: expiration,
+                    path: TOKEN_FILE,
+                },
+            }],
+        },
+    }
 }
 
-pub(super) fn inject_env(
-    container: &ContainerRef<'_>,
-    desired: &[(&str, &str)],
-    pass: &mut Pass<'_>,
+/// `{"name": ..., "projected": {"sources": [{"serviceAccountToken": {...}}]}}`, encoded without a `Value`.
+#[derive(Serialize)]
+pub(super) struct TokenVolume<'a> {
+    name: &'static str,
+    projected: TokenSources<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenSources<'a> {
+    sources: [TokenSource<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenSource<'a> {
+    service_account_token: TokenProjection<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenProjection<'a> {
+    audience: &'a str,
+    expiration_seconds: i64,
+    path: &'static str,
+}
+
+pub(super) fn inject_env<'a>(
+    container: &ContainerRef<'a>,
+    desired: &[Desired<'_>],
+    pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
     let name = container.name;
-    let env: &[Value] = container
-        .object
-        .get("env")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
+    let env = container.env_list();
     fn entry_name(e: &Value) -> Option<&str> {
         e.get("name").and_then(Value::as_str)
     }
-    let wanted = |n: &str, v: &str| json!({"name": n, "value": v});
     // What an earlier pass injected: brought up to date when still wanted, dropped otherwise.
     let mut owned = BTreeSet::new();
     let mut replaced = Vec::new();
@@ -221,71 +301,88 @@ pub(super) fn inject_env(
         let Some(var) = entry_name(entry).filter(|var| pass.old.owns_env(name, var)) else {
             continue;
         };
-        match desired.iter().find(|(n, _)| *n == var) {
-            Some((n, v)) => {
-                let stale = entry.get("value").and_then(Value::as_str) != Some(v) || entry.get("valueFrom").is_some();
+        match desired.iter().find(|d| d.name == var) {
+            Some(d) => {
+                let stale =
+                    entry.get("value").and_then(Value::as_str) != Some(d.value) || entry.get("valueFrom").is_some();
                 if stale {
-                    replaced.push((i, *n, *v));
+                    replaced.push((i, d));
                 }
-                owned.insert(var.to_owned());
+                owned.insert(Cow::Borrowed(d.name));
             }
             // Injected before, no longer wanted (e.g. the new ServiceAccount has no client id).
             None => dropped = true,
         }
     }
-    let mut added = Vec::new();
-    for (n, v) in desired {
-        if !env.iter().any(|e| entry_name(e) == Some(*n)) {
-            added.push(wanted(n, v));
-            owned.insert((*n).to_owned());
-        }
-    }
-    let env_ptr = format!("{}/env", container.pointer);
+    // The wanted vars the container does not have at all.
+    let is_new = |d: &&Desired<'_>| !env.iter().any(|e| entry_name(e) == Some(d.name));
+    let added = || desired.iter().filter(is_new);
+    owned.extend(added().map(|d| Cow::Borrowed(d.name)));
+    let env_ptr = container.child("env");
     if dropped {
         // The list without what is no longer wanted, each owned var once and up to date, then the new ones.
         let mut seen = BTreeSet::new();
-        let mut new_env: Vec<Value> = Vec::with_capacity(env.len() + added.len());
+        let mut new_env = Vec::with_capacity(env.len() + desired.len());
         for entry in env {
             match entry_name(entry).filter(|var| pass.old.owns_env(name, var)) {
-                None => new_env.push(entry.clone()),
+                None => new_env.push(raw(entry)?),
                 Some(var) => {
-                    if let Some((n, v)) = desired.iter().find(|(n, _)| *n == var)
+                    if let Some(d) = desired.iter().find(|d| d.name == var)
                         && seen.insert(var)
                     {
-                        new_env.push(wanted(n, v));
+                        new_env.push(d.encode()?);
                     }
                 }
             }
         }
-        new_env.extend(added);
-        pass.ops.ops.push(replace(&env_ptr, Value::Array(new_env)));
-    } else {
-        for (i, n, v) in replaced {
-            pass.ops.ops.push(replace(&format!("{env_ptr}/{i}"), wanted(n, v)));
+        for d in added() {
+            new_env.push(d.encode()?);
         }
-        pass.ops.append(env_ptr, container.object.get("env"), added);
+        pass.ops.replace(&env_ptr, &new_env)?;
+    } else {
+        for (i, d) in replaced {
+            pass.ops.replace(&format!("{env_ptr}/{i}"), &d.encode()?)?;
+        }
+        if added().next().is_some() {
+            let list = pass.ops.list(List::Env(container.index), || env_ptr, container.env);
+            for d in added() {
+                match d.json {
+                    Some(json) => pass.ops.push(list, json)?,
+                    None => pass.ops.push(
+                        list,
+                        &EnvVar {
+                            name: d.name,
+                            value: d.value,
+                        },
+                    )?,
+                }
+            }
+        }
     }
     if !owned.is_empty() {
-        pass.marker.env.insert(name.to_owned(), owned);
+        pass.marker.env.insert(Cow::Borrowed(name), owned);
     }
     Ok(())
 }
 
-pub(super) fn inject_mount(container: &ContainerRef<'_>, want: &Value, pass: &mut Pass<'_>) -> Result<(), Denial> {
-    let volume = reserved_name(want);
-    let path = want["mountPath"].as_str().unwrap_or_default();
-    let mounts: &[Value] = container
-        .object
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
+pub(super) fn inject_mount<'a>(
+    container: &ContainerRef<'a>,
+    wanted: &Wanted,
+    pass: &mut Pass<'a>,
+) -> Result<(), Denial> {
+    let (volume, path) = (wanted.name, wanted.path.as_str());
+    let mounts = container.mount_list();
     let owned = pass.old.owns_mount(container.name, volume);
-    let existing = mount_index(container.object, volume);
+    let mut existing = None;
 
-    for m in mounts {
+    for (i, m) in mounts.iter().enumerate() {
         let other = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        if other == volume {
+            existing = existing.or(Some(i));
+            continue;
+        }
         let other_path = m.get("mountPath").and_then(Value::as_str).map(normalize_path);
-        if other != volume && other_path.as_deref() == Some(path) {
+        if other_path == Some(path) {
             return Err(Denial::MountPathConflict {
                 container: container.name.to_owned(),
                 path: path.to_owned(),
@@ -301,11 +398,9 @@ pub(super) fn inject_mount(container: &ContainerRef<'_>, want: &Value, pass: &mu
     }
     match existing {
         Some(i) if owned => {
-            if !contains(&mounts[i], want) {
-                pass.ops.ops.push(replace(
-                    &format!("{}/volumeMounts/{i}", container.pointer),
-                    want.clone(),
-                ));
+            if !contains(&mounts[i], &wanted.value()) {
+                pass.ops
+                    .replace(&format!("{}/{i}", container.child("volumeMounts")), &wanted.json)?;
             }
         }
         Some(i) => {
@@ -320,43 +415,55 @@ pub(super) fn inject_mount(container: &ContainerRef<'_>, want: &Value, pass: &mu
             return Ok(());
         }
         None => pass.ops.append(
-            format!("{}/volumeMounts", container.pointer),
-            container.object.get("volumeMounts"),
-            vec![want.clone()],
-        ),
+            List::Mounts(container.index),
+            || container.child("volumeMounts"),
+            container.mounts,
+            &wanted.json,
+        )?,
     }
     pass.marker
         .mounts
-        .entry(container.name.to_owned())
+        .entry(Cow::Borrowed(container.name))
         .or_default()
-        .insert(volume.to_owned());
+        .insert(Cow::Borrowed(volume));
     Ok(())
 }
 
-pub(super) fn inject_volume(spec: &Map<String, Value>, want: Value, pass: &mut Pass<'_>) -> Result<(), Denial> {
-    let volume = reserved_name(&want);
+/// Adds the volume `volume` (`want`) to the pod, or brings the one an earlier pass added up to date. `want` is
+/// encoded straight into the patch; it is read as a `Value` only when the pod already has a volume of that name.
+pub(super) fn inject_volume(
+    spec: &Map<String, Value>,
+    volume: &'static str,
+    want: &impl Serialize,
+    pass: &mut Pass<'_>,
+) -> Result<(), Denial> {
+    let value = || serde_json::to_value(want).map_err(|e| Denial::Internal(format!("cannot encode the patch: {e}")));
     let volumes: &[Value] = spec.get("volumes").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let existing = volumes
         .iter()
         .position(|v| v.get("name").and_then(Value::as_str) == Some(volume));
     match existing {
         Some(i) if pass.old.volumes.contains(volume) => {
-            if !contains(&volumes[i], &want) {
-                pass.ops.ops.push(replace(&format!("/spec/volumes/{i}"), want));
+            if !contains(&volumes[i], &value()?) {
+                pass.ops.replace(&format!("/spec/volumes/{i}"), want)?;
             }
         }
-        // The user's own volume, identical to ours: used as it is, and stays theirs.
-        Some(i) if contains(&volumes[i], &want) => return Ok(()),
         Some(i) => {
+            let want = value()?;
+            // The user's own volume, identical to ours: used as it is, and stays theirs.
+            if contains(&volumes[i], &want) {
+                return Ok(());
+            }
             if volume == SECRETS_VOLUME {
                 return Err(Denial::VolumeNameConflict(SECRETS_VOLUME));
             }
             let is_token = volumes[i]
-                .pointer("/projected/sources")
+                .get("projected")
+                .and_then(|p| p.get("sources"))
                 .and_then(Value::as_array)
                 .is_some_and(|sources| {
                     sources.iter().any(|s| {
-                        s.pointer("/serviceAccountToken/audience")
+                        s.get("serviceAccountToken").and_then(|t| t.get("audience"))
                             == want.pointer("/projected/sources/0/serviceAccountToken/audience")
                     })
                 });
@@ -373,19 +480,10 @@ pub(super) fn inject_volume(spec: &Map<String, Value>, want: Value, pass: &mut P
         }
         None => pass
             .ops
-            .append("/spec/volumes".to_owned(), spec.get("volumes"), vec![want]),
+            .append(List::Volumes, || "/spec/volumes".to_owned(), spec.get("volumes"), want)?,
     }
-    pass.marker.volumes.insert(volume.to_owned());
+    pass.marker.volumes.insert(Cow::Borrowed(volume));
     Ok(())
-}
-
-/// The constant name of a volume or mount the webhook injects.
-pub(super) fn reserved_name(want: &Value) -> &'static str {
-    if want["name"] == TOKEN_VOLUME {
-        TOKEN_VOLUME
-    } else {
-        SECRETS_VOLUME
-    }
 }
 
 /// The file name of the token in the pod's own `azure-identity-token` volume (one the webhook did not inject): the
@@ -399,7 +497,11 @@ pub(super) fn own_token_file_name(spec: &Map<String, Value>, old: &Marker, audie
         .into_iter()
         .flatten()
         .filter(|v| v.get("name").and_then(Value::as_str) == Some(TOKEN_VOLUME))
-        .filter_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+        .filter_map(|v| {
+            v.get("projected")
+                .and_then(|p| p.get("sources"))
+                .and_then(Value::as_array)
+        })
         .flatten()
         .filter_map(|source| source.get("serviceAccountToken"))
         .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))
@@ -421,11 +523,7 @@ pub(super) fn own_token_mount(
     if old.owns_mount(container.name, TOKEN_VOLUME) {
         return None;
     }
-    let mount = container
-        .object
-        .get("volumeMounts")
-        .and_then(Value::as_array)?
-        .get(mount_index(container.object, TOKEN_VOLUME)?)?;
+    let mount = container.mount_list().get(container.mount_index(TOKEN_VOLUME)?)?;
     let path = mount.get("mountPath").and_then(Value::as_str)?.trim_end_matches('/');
     match mount
         .get("subPath")
@@ -443,12 +541,4 @@ pub(super) fn own_token_mount(
             None
         }
     }
-}
-
-pub(super) fn mount_index(container: &Map<String, Value>, volume: &str) -> Option<usize> {
-    container
-        .get("volumeMounts")
-        .and_then(Value::as_array)?
-        .iter()
-        .position(|m| m.get("name").and_then(Value::as_str) == Some(volume))
 }

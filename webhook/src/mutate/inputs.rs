@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::Patch;
 use serde_json::Value;
 
+use super::patch::Patch;
 use super::values::{json_type, string_map};
 
 /// The parts of a ServiceAccount the engine reads.

@@ -1,37 +1,38 @@
 //! The ownership record: what the webhook injected, kept in the `workload-identity.rs/injected` annotation so that
 //! a later pass replaces only that and leaves what the user wrote alone.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use json_patch::PatchOperation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::denial::Denial;
-use super::patch::set_map_entry;
+use super::patch::{OpList, set_map_entry};
 use wi_contract::*;
 
 /// What the webhook injected into a pod, stored in the [`INJECTED_ANNOTATION`] annotation as compact JSON.
 ///
-/// Only what is recorded here is ever replaced on a later pass; everything else belongs to the user.
+/// Only what is recorded here is ever replaced on a later pass; everything else belongs to the user. The names of
+/// the one a pass builds are borrowed from the pod and the contract; the one read from the annotation owns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Marker {
+pub(super) struct Marker<'a> {
     /// Env var names injected, by container name (container names are unique across a pod's containers and init
     /// containers).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) env: BTreeMap<String, BTreeSet<String>>,
+    pub(super) env: BTreeMap<Cow<'a, str>, BTreeSet<Cow<'a, str>>>,
     /// Volume mounts injected, by container name, as volume names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) mounts: BTreeMap<String, BTreeSet<String>>,
+    pub(super) mounts: BTreeMap<Cow<'a, str>, BTreeSet<Cow<'a, str>>>,
     /// Volumes injected.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub(super) volumes: BTreeSet<String>,
+    pub(super) volumes: BTreeSet<Cow<'a, str>>,
     /// Containers injected whole (the `wi-sidecar` native sidecar).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub(super) containers: BTreeSet<String>,
+    pub(super) containers: BTreeSet<Cow<'a, str>>,
 }
 
-impl Marker {
+impl Marker<'_> {
     pub(super) fn owns_env(&self, container: &str, name: &str) -> bool {
         self.env.get(container).is_some_and(|names| names.contains(name))
     }
@@ -41,7 +42,7 @@ impl Marker {
     }
 }
 
-pub(super) fn read_marker(value: Option<&String>) -> (Marker, Option<String>) {
+pub(super) fn read_marker(value: Option<&String>) -> (Marker<'static>, Option<String>) {
     match value {
         None => (Marker::default(), None),
         Some(v) => match serde_json::from_str(v) {
@@ -59,22 +60,139 @@ pub(super) fn read_marker(value: Option<&String>) -> (Marker, Option<String>) {
 /// Records what this pass injected in the pod's annotation, when it differs from what was recorded.
 pub(super) fn record(
     pod: &Map<String, Value>,
-    old: &Marker,
-    marker: &Marker,
-    ops: &mut Vec<PatchOperation>,
+    old: &Marker<'_>,
+    marker: &Marker<'_>,
+    ops: &mut OpList,
 ) -> Result<(), Denial> {
     if marker == old {
         return Ok(());
     }
-    // Serializing a struct of maps and sets of strings cannot fail; if it did, refuse rather than write "".
-    let value =
-        serde_json::to_string(marker).map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))?;
     set_map_entry(
         pod,
         &["metadata", "annotations"],
         INJECTED_ANNOTATION,
-        Value::String(value),
+        &|out| marker.write_literal(out),
         ops,
-    );
-    Ok(())
+    )
+}
+
+impl Marker<'_> {
+    /// Writes the marker's compact JSON (as `serde_json` writes it) quoted as a JSON string: the annotation's value
+    /// as the patch carries it. One pass when no name needs escaping (container, volume and env var names never
+    /// do); `serde_json` twice otherwise.
+    fn write_literal(&self, out: &mut Vec<u8>) -> Result<(), Denial> {
+        /// Writes names as they are, noting whether one needed escaping.
+        struct Literal<'o> {
+            out: &'o mut Vec<u8>,
+            plain: bool,
+        }
+        impl Literal<'_> {
+            fn name(&mut self, name: &str) {
+                self.plain &= !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+                self.out.extend_from_slice(b"\\\"");
+                self.out.extend_from_slice(name.as_bytes());
+                self.out.extend_from_slice(b"\\\"");
+            }
+            fn set<'b>(&mut self, names: impl IntoIterator<Item = &'b Cow<'b, str>>) {
+                self.out.push(b'[');
+                for (i, n) in names.into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.name(n);
+                }
+                self.out.push(b']');
+            }
+            fn map(&mut self, map: &BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>>) {
+                self.out.push(b'{');
+                for (i, (key, names)) in map.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.name(key);
+                    self.out.push(b':');
+                    self.set(names);
+                }
+                self.out.push(b'}');
+            }
+        }
+        let start = out.len();
+        let mut w = Literal { out, plain: true };
+        w.out.extend_from_slice(b"\"{");
+        let mut first = true;
+        let mut field = |w: &mut Literal<'_>, key: &str| {
+            if !std::mem::take(&mut first) {
+                w.out.push(b',');
+            }
+            w.name(key);
+            w.out.push(b':');
+        };
+        if !self.env.is_empty() {
+            field(&mut w, "env");
+            w.map(&self.env);
+        }
+        if !self.mounts.is_empty() {
+            field(&mut w, "mounts");
+            w.map(&self.mounts);
+        }
+        if !self.volumes.is_empty() {
+            field(&mut w, "volumes");
+            w.set(&self.volumes);
+        }
+        if !self.containers.is_empty() {
+            field(&mut w, "containers");
+            w.set(&self.containers);
+        }
+        w.out.extend_from_slice(b"}\"");
+        if w.plain {
+            return Ok(());
+        }
+        // A name that needs escaping: encoded by serde_json, then quoted by it. Serializing maps and sets of
+        // strings cannot fail; if it did, refuse rather than write "".
+        out.truncate(start);
+        let json = serde_json::to_string(self)
+            .map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))?;
+        serde_json::to_writer(out, &json).map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn literal(marker: &Marker<'_>) -> String {
+        let mut out = Vec::new();
+        marker.write_literal(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_annotation_literal_is_the_quoted_serde_json() {
+        let names = |names: &[&'static str]| names.iter().map(|n| Cow::Borrowed(*n)).collect::<BTreeSet<_>>();
+        let mut markers = vec![Marker::default()];
+        let mut full = Marker::default();
+        full.env
+            .insert("app".into(), names(&["AZURE_TENANT_ID", "AZURE_CLIENT_ID"]));
+        full.env.insert("b-2".into(), names(&["AZURE_AUTHORITY_HOST"]));
+        full.mounts
+            .insert("app".into(), names(&["azure-identity-token", "secrets-store-inline"]));
+        full.volumes = names(&["azure-identity-token"]);
+        full.containers = names(&["wi-sidecar"]);
+        markers.push(full.clone());
+        markers.push(Marker {
+            volumes: names(&["v"]),
+            ..Default::default()
+        });
+        // Names that need escaping take the serde path.
+        let mut odd = full.clone();
+        odd.env.insert("quote\"d\\".into(), names(&["tab\t"]));
+        markers.push(odd);
+        for marker in &markers {
+            let expected = serde_json::to_string(&serde_json::to_string(marker).unwrap()).unwrap();
+            assert_eq!(literal(marker), expected);
+            // And it reads back as the same marker.
+            let text: String = serde_json::from_str(&literal(marker)).unwrap();
+            assert_eq!(read_marker(Some(&text)).0, *marker);
+        }
+    }
 }

@@ -24,16 +24,17 @@ mod values;
 pub use denial::Denial;
 pub use inputs::{ClassLookup, Inputs, Mutation, ObjectError, ServiceAccount, namespace_labels};
 pub use opt_in::{OptIn, opt_in};
+pub use patch::Patch;
 pub use pod::{secret_provider_class_name, service_account_name};
+pub(crate) use values::at;
 
-use json_patch::Patch;
 use serde_json::Value;
 use wi_contract::*;
 
 use crate::config::Config;
 use annotations::{Delivery, check_proxy_annotations, name_list, secrets_plan, token_expiration};
 use diagnostics::{warn_identity, warn_lookalikes, warn_secret_provider_class, warn_unknown_names};
-use identity::{Identity, inject_containers, inject_volume, mount_index, token_volume};
+use identity::{Identity, inject_containers, inject_volume, token_volume};
 use marker::{read_marker, record};
 use patch::Pass;
 use pod::{PodParts, containers_of};
@@ -50,7 +51,7 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
     let mut warnings = opt_in.warnings;
     if !opt_in.opted_in {
         return Ok(Mutation {
-            patch: Patch(Vec::new()),
+            patch: Patch::default(),
             warnings,
         });
     }
@@ -83,8 +84,8 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
     // What an earlier pass injected, which this one may bring up to date; everything else is the user's.
     let (old, marker_warning) = read_marker(annotations.get(INJECTED_ANNOTATION));
     warnings.extend(marker_warning);
-    let env = identity.env(spec, &old, config);
-    let mut pass = Pass::new(&old, warnings);
+    let env = identity.env(spec, &old, config)?;
+    let mut pass = Pass::new(&old, warnings, containers.len());
 
     // The sidecar's container, when `sidecar` delivery asks for one; checked before anything else is patched.
     let sidecar = match &plan {
@@ -110,12 +111,12 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
     )?;
     let any_token_mount = sidecar.is_some()
         || pass.marker.mounts.values().any(|v| v.contains(TOKEN_VOLUME))
-        || containers.iter().any(|c| mount_index(c.object, TOKEN_VOLUME).is_some());
+        || containers.iter().any(|c| c.mount_index(TOKEN_VOLUME).is_some());
     if any_token_mount {
-        inject_volume(spec, token_volume(config, expiration), &mut pass)?;
+        inject_volume(spec, TOKEN_VOLUME, &token_volume(config, expiration), &mut pass)?;
     }
     if let Some(plan) = &plan {
-        inject_volume(spec, plan.volume(), &mut pass)?;
+        inject_volume(spec, SECRETS_VOLUME, &plan.volume(), &mut pass)?;
     }
     let Pass {
         mut marker,
@@ -123,15 +124,15 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
         warnings,
         ..
     } = pass;
-    let mut ops = ops.finish();
+    let mut ops = ops.finish()?;
     if let Some(container) = sidecar {
         // Last of the container operations: inserting at the head of initContainers shifts the indices the
         // operations above were computed with.
-        inject_sidecar(spec, container, &old, &mut marker, &mut ops);
+        inject_sidecar(spec, container, &old, &mut marker, &mut ops)?;
     }
     record(parts.object, &old, &marker, &mut ops)?;
     Ok(Mutation {
-        patch: Patch(ops),
+        patch: ops.into_patch(),
         warnings,
     })
 }

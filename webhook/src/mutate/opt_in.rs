@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use wi_contract::*;
 
-use super::values::string_map;
+use super::values::at;
 
 /// Whether a pod asked to be injected, and the warnings about its `use` label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,21 +21,21 @@ pub struct OptIn {
 /// allowed unchanged with these warnings, whatever its ServiceAccount (the engine does not read it then). Decided
 /// once: the admission path hands it to [`super::mutate_with`].
 pub fn opt_in(pod: &Value, namespace_labels: Option<&BTreeMap<String, String>>) -> OptIn {
-    let labels = string_map(pod.pointer("/metadata/labels"));
+    let label = at(pod, &["metadata", "labels", USE_LABEL]).and_then(Value::as_str);
     let mut warnings = Vec::new();
-    let opted_in = opted_in(&labels, namespace_labels, &mut warnings);
+    let opted_in = opted_in(label, namespace_labels, &mut warnings);
     OptIn { opted_in, warnings }
 }
 
 fn opted_in(
-    labels: &BTreeMap<String, String>,
+    label: Option<&str>,
     namespace_labels: Option<&BTreeMap<String, String>>,
     warnings: &mut Vec<String>,
 ) -> bool {
     let namespace_in = namespace_labels
         .and_then(|l| l.get(USE_LABEL))
         .is_some_and(|v| v == "true");
-    match labels.get(USE_LABEL).map(String::as_str) {
+    match label {
         Some("true") => true,
         Some("false") => false,
         Some(other) => {

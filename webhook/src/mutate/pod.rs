@@ -2,12 +2,13 @@
 //! as and the SecretProviderClass it names.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 use wi_contract::*;
 
 use super::denial::Denial;
-use super::values::{json_type, string_map};
+use super::values::{at, json_type, string_map};
 
 /// The pod's object, labels and annotations, read once.
 pub(super) struct PodParts<'a> {
@@ -53,32 +54,69 @@ impl<'a> PodParts<'a> {
 
 /// A container as the engine sees it: where it is in the pod and its fields.
 pub(super) struct ContainerRef<'a> {
-    /// `/spec/containers/0` and the like.
-    pub(super) pointer: String,
+    /// `initContainers` or `containers`, and the container's place in that list: `/spec/containers/0` and the like.
+    pub(super) list: &'static str,
+    pub(super) position: usize,
     pub(super) name: &'a str,
     pub(super) object: &'a Map<String, Value>,
+    /// Where the container is in [`containers_of`]'s list.
+    pub(super) index: usize,
+    /// `env` and `volumeMounts` as the pod has them (a list, null or absent), read once.
+    pub(super) env: Option<&'a Value>,
+    pub(super) mounts: Option<&'a Value>,
+}
+
+impl<'a> ContainerRef<'a> {
+    /// `env`, empty when the pod has none.
+    pub(super) fn env_list(&self) -> &'a [Value] {
+        self.env.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+
+    /// `volumeMounts`, empty when the pod has none.
+    pub(super) fn mount_list(&self) -> &'a [Value] {
+        self.mounts.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+
+    /// Where the container mounts `volume`.
+    pub(super) fn mount_index(&self, volume: &str) -> Option<usize> {
+        self.mount_list()
+            .iter()
+            .position(|m| m.get("name").and_then(Value::as_str) == Some(volume))
+    }
+
+    /// The pointer to a field of the container: `/spec/containers/0/env` and the like.
+    pub(super) fn child(&self, field: &str) -> String {
+        let mut pointer = String::with_capacity(32 + field.len());
+        // Writing to a String cannot fail.
+        let _ = write!(pointer, "/spec/{}/{}/{field}", self.list, self.position);
+        pointer
+    }
 }
 
 /// The ServiceAccount a pod runs as: `spec.serviceAccountName`, then the deprecated `spec.serviceAccount`, then
 /// `default`, as the API server's ServiceAccount admission fills it in.
 pub fn service_account_name(pod: &Value) -> &str {
-    ["/spec/serviceAccountName", "/spec/serviceAccount"]
+    ["serviceAccountName", "serviceAccount"]
         .iter()
-        .find_map(|p| pod.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .find_map(|key| {
+            at(pod, &["spec", key])
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
 }
 
 /// The SecretProviderClass a pod names in [`SECRET_PROVIDER_CLASS_ANNOTATION`], if any.
 pub fn secret_provider_class_name(pod: &Value) -> Option<&str> {
-    pod.pointer("/metadata/annotations")
-        .and_then(|a| a.get(SECRET_PROVIDER_CLASS_ANNOTATION))
+    at(pod, &["metadata", "annotations", SECRET_PROVIDER_CLASS_ANNOTATION])
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
 
 pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRef<'_>>, Denial> {
-    let mut out = Vec::new();
+    let count = |key| spec.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(count("initContainers") + count("containers"));
     for key in ["initContainers", "containers"] {
         let list = match spec.get(key) {
             None | Some(Value::Null) => continue,
@@ -95,8 +133,9 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
                 .as_object()
                 .ok_or_else(|| Denial::MalformedPod(format!("spec.{key}[{i}] is {}, not an object", json_type(c))))?;
             let name = object.get("name").and_then(Value::as_str).unwrap_or_default();
-            for field in ["env", "volumeMounts"] {
-                if let Some(v) = object.get(field)
+            let (env, mounts) = (object.get("env"), object.get("volumeMounts"));
+            for (field, value) in [("env", env), ("volumeMounts", mounts)] {
+                if let Some(v) = value
                     && !(v.is_array() || v.is_null())
                 {
                     return Err(Denial::MalformedPod(format!(
@@ -106,9 +145,13 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
                 }
             }
             out.push(ContainerRef {
-                pointer: format!("/spec/{key}/{i}"),
+                list: key,
+                position: i,
                 name,
                 object,
+                index: out.len(),
+                env,
+                mounts,
             });
         }
     }

@@ -1,7 +1,6 @@
 //! The `wi-sidecar` native sidecar of `sidecar` delivery: built from the SecretProviderClass and the webhook's
 //! settings, put first among the init containers.
 
-use json_patch::PatchOperation;
 use serde_json::{Map, Value, json};
 use wi_contract::*;
 
@@ -9,7 +8,7 @@ use super::annotations::SecretsPlan;
 use super::denial::Denial;
 use super::inputs::ClassLookup;
 use super::marker::Marker;
-use super::patch::{add, contains, replace};
+use super::patch::{OpList, contains};
 use super::pod::ContainerRef;
 use crate::config::Config;
 
@@ -22,7 +21,7 @@ pub(super) fn sidecar_container(
     namespace: &str,
     containers: &[ContainerRef<'_>],
     identity_env: &[(&str, &str)],
-    old: &Marker,
+    old: &Marker<'_>,
     config: &Config,
 ) -> Result<Value, Denial> {
     let unavailable = |why: String| Denial::SecretProviderClassUnavailable {
@@ -127,10 +126,10 @@ pub(super) fn sidecar_container(
 pub(super) fn inject_sidecar(
     spec: &Map<String, Value>,
     want: Value,
-    old: &Marker,
-    marker: &mut Marker,
-    ops: &mut Vec<PatchOperation>,
-) {
+    old: &Marker<'_>,
+    marker: &mut Marker<'_>,
+    ops: &mut OpList,
+) -> Result<(), Denial> {
     let init: &[Value] = spec
         .get("initContainers")
         .and_then(Value::as_array)
@@ -142,11 +141,12 @@ pub(super) fn inject_sidecar(
         // Only ours reaches here: a container of that name not in the marker was denied.
         Some(i) if old.containers.contains(SIDECAR_CONTAINER) => {
             if !contains(&init[i], &want) {
-                ops.push(replace(&format!("/spec/initContainers/{i}"), want));
+                ops.replace(&format!("/spec/initContainers/{i}"), &want)?;
             }
         }
-        _ if init.is_empty() => ops.push(add("/spec/initContainers", Value::Array(vec![want]))),
-        _ => ops.push(add("/spec/initContainers/0", want)),
+        _ if init.is_empty() => ops.add("/spec/initContainers", &[want])?,
+        _ => ops.add("/spec/initContainers/0", &want)?,
     }
-    marker.containers.insert(SIDECAR_CONTAINER.to_owned());
+    marker.containers.insert(SIDECAR_CONTAINER.into());
+    Ok(())
 }

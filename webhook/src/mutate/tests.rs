@@ -50,7 +50,7 @@ fn run(pod: &Value, sa: &ServiceAccount, spc: Option<&Value>) -> Result<Mutation
 
 fn apply(pod: &Value, mutation: &Mutation) -> Value {
     let mut out = pod.clone();
-    json_patch::patch(&mut out, &mutation.patch).unwrap();
+    json_patch::patch(&mut out, &mutation.patch.to_json_patch().unwrap()).unwrap();
     out
 }
 
@@ -106,14 +106,14 @@ fn opt_in_by_pod_or_namespace_label(
         secret_provider_class: ClassLookup::NotFound,
     };
     let m = mutate(&p, &inputs, &config()).unwrap();
-    assert_eq!(!m.patch.0.is_empty(), injected, "{m:?}");
+    assert_eq!(!m.patch.is_empty(), injected, "{m:?}");
 }
 
 #[test]
 fn a_pod_that_did_not_opt_in_is_left_alone_whatever_it_carries() {
     let p = json!({"metadata": {"annotations": {SECRET_PROVIDER_CLASS_ANNOTATION: "x"}}, "spec": "garbage"});
     let m = run(&p, &annotated_sa(), None).unwrap();
-    assert!(m.patch.0.is_empty() && m.warnings.is_empty());
+    assert!(m.patch.is_empty() && m.warnings.is_empty());
 }
 
 #[test]
@@ -217,7 +217,12 @@ fn ephemeral_containers_and_unknown_fields_pass_through() {
     p["spec"]["x-future-spec"] = json!(true);
     let m = run(&p, &annotated_sa(), None).unwrap();
     assert!(
-        m.patch.0.iter().all(|op| !op.path().to_string().contains("ephemeral")),
+        m.patch
+            .to_json_patch()
+            .unwrap()
+            .0
+            .iter()
+            .all(|op| !op.path().to_string().contains("ephemeral")),
         "{:?}",
         m.patch
     );
@@ -231,7 +236,7 @@ fn ephemeral_containers_and_unknown_fields_pass_through() {
 fn a_skip_list_naming_every_container_adds_nothing() {
     let p = pod(json!({SKIP_CONTAINERS_ANNOTATION: "app"}), json!([{"name": "app"}]));
     let m = run(&p, &annotated_sa(), None).unwrap();
-    assert!(m.patch.0.is_empty(), "{:?}", m.patch);
+    assert!(m.patch.is_empty(), "{:?}", m.patch);
 }
 
 #[rstest]
@@ -286,7 +291,7 @@ fn proxy_sidecar_is_read_by_value(#[case] value: &str, #[case] port: Option<&str
     }
     let p = pod(annotations, json!([{"name": "app"}]));
     let m = run(&p, &annotated_sa(), None).unwrap();
-    assert!(!m.patch.0.is_empty());
+    assert!(!m.patch.is_empty());
     assert_eq!(
         m.warnings.iter().any(|w| w.contains("proxy sidecar is not available")),
         warned,
@@ -396,7 +401,7 @@ fn sidecar_delivery_converges_on_a_second_pass_and_follows_settings() {
     defaulted["spec"]["initContainers"][0]["startupProbe"]["timeoutSeconds"] = json!(1);
     defaulted["spec"]["initContainers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
     let again = run(&defaulted, &annotated_sa(), Some(&spc)).unwrap();
-    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
 
     // A new image in the webhook's settings replaces the sidecar it injected, in place.
     let mut cfg = config();
@@ -408,7 +413,7 @@ fn sidecar_delivery_converges_on_a_second_pass_and_follows_settings() {
         secret_provider_class: ClassLookup::Found(&spc),
     };
     let m = mutate(&defaulted, &inputs, &cfg).unwrap();
-    assert_eq!(m.patch.0.len(), 1, "{:?}", m.patch);
+    assert_eq!(m.patch.len(), 1, "{:?}", m.patch);
     let out = apply(&defaulted, &m);
     assert_eq!(out["spec"]["initContainers"].as_array().unwrap().len(), 1);
     assert_eq!(
@@ -594,7 +599,7 @@ fn secret_provider_class_problems_are_warnings(#[case] class: Option<Value>, #[c
         json!([{"name": "app"}]),
     );
     let m = run(&p, &annotated_sa(), class.as_ref()).unwrap();
-    assert!(!m.patch.0.is_empty());
+    assert!(!m.patch.is_empty());
     assert!(m.warnings.iter().any(|w| w.contains(expected)), "{:?}", m.warnings);
 }
 
@@ -661,7 +666,7 @@ fn a_second_pass_is_empty_even_after_api_server_defaulting() {
     // Between two webhook passes the API server decodes and defaults the pod.
     out["spec"]["volumes"][0]["projected"]["defaultMode"] = json!(420);
     let again = run(&out, &annotated_sa(), Some(&s)).unwrap();
-    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
 }
 
 #[test]
@@ -679,7 +684,12 @@ fn reinvocation_with_a_changed_sa_replaces_only_what_was_injected() {
     ]);
     let m = run(&first, &changed, None).unwrap();
     assert!(
-        m.patch.0.iter().all(|op| matches!(op, PatchOperation::Replace(_))),
+        m.patch
+            .to_json_patch()
+            .unwrap()
+            .0
+            .iter()
+            .all(|op| matches!(op, PatchOperation::Replace(_))),
         "{:?}",
         m.patch
     );
@@ -690,7 +700,7 @@ fn reinvocation_with_a_changed_sa_replaces_only_what_was_injected() {
         second.pointer("/spec/volumes/0/projected/sources/0/serviceAccountToken/expirationSeconds"),
         Some(&json!(7200))
     );
-    assert!(run(&second, &changed, None).unwrap().patch.0.is_empty());
+    assert!(run(&second, &changed, None).unwrap().patch.is_empty());
 }
 
 #[test]
@@ -701,14 +711,21 @@ fn reinvocation_with_an_sa_that_lost_its_client_id_drops_the_stale_one_without_r
     );
     let first = apply(&p, &run(&p, &annotated_sa(), None).unwrap());
     let m = run(&first, &sa(&[]), None).unwrap();
-    assert!(!m.patch.0.iter().any(|op| matches!(op, PatchOperation::Remove(_))));
+    assert!(
+        !m.patch
+            .to_json_patch()
+            .unwrap()
+            .0
+            .iter()
+            .any(|op| matches!(op, PatchOperation::Remove(_)))
+    );
     let second = apply(&first, &m);
     let names: Vec<String> = env_of(&second, 0).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
         ["KEEP", ENV_TENANT_ID, ENV_FEDERATED_TOKEN_FILE, ENV_AUTHORITY_HOST]
     );
-    assert!(run(&second, &sa(&[]), None).unwrap().patch.0.is_empty());
+    assert!(run(&second, &sa(&[]), None).unwrap().patch.is_empty());
 }
 
 #[test]
@@ -765,7 +782,7 @@ fn a_container_reading_upstream_v1_6_s_token_gets_no_second_one() {
     // Alone, the upstream-injected container adds nothing at all.
     p["spec"]["containers"].as_array_mut().unwrap().pop();
     let m = run(&p, &annotated_sa(), None).unwrap();
-    assert!(m.patch.0.is_empty(), "{:?}", m.patch);
+    assert!(m.patch.is_empty(), "{:?}", m.patch);
 }
 
 /// A pod's own token volume naming the file otherwise (upstream's test pod uses `my-projected-volume`): kept, and
@@ -805,7 +822,7 @@ fn the_token_env_names_the_file_of_the_pods_own_token_volume() {
     );
     assert_eq!(token_file(2).as_deref(), Some("/token"));
     assert!(
-        run(&out, &annotated_sa(), None).unwrap().patch.0.is_empty(),
+        run(&out, &annotated_sa(), None).unwrap().patch.is_empty(),
         "a second pass adds nothing"
     );
 }
@@ -872,7 +889,7 @@ fn annotation_keys_with_slashes_are_escaped_in_the_patch() {
     let p = json!({"metadata": {"labels": {USE_LABEL: "true"}, "annotations": {"a": "b"}},
                    "spec": {"containers": [{"name": "app"}]}});
     let m = run(&p, &annotated_sa(), None).unwrap();
-    let last = serde_json::to_value(m.patch.0.last().unwrap()).unwrap();
+    let last = serde_json::to_value(m.patch.to_json_patch().unwrap().0.last().unwrap()).unwrap();
     assert_eq!(last["path"], "/metadata/annotations/workload-identity.rs~1injected");
     assert_eq!(apply(&p, &m)["metadata"]["annotations"]["a"], "b");
 }

@@ -15,6 +15,12 @@ pub(super) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The value at `path` (object keys) under `value`: `Value::pointer` without parsing and unescaping a pointer
+/// into new strings on every call.
+pub(crate) fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |node, key| node.get(*key))
+}
+
 pub(super) fn non_empty(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
