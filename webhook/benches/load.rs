@@ -58,6 +58,8 @@ struct Run {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// The server's CPU time (user + system, all threads) over the requests it answered, warm-up included.
+    cpu_per_request: Duration,
 }
 
 fn output(command: &mut Command) -> String {
@@ -120,6 +122,7 @@ fn wrk(url: &str, script: &Path, duration: Duration) -> Run {
         rps: field("Requests/sec:").parse().unwrap(),
         p50: wrk_duration(&field("50%")),
         p99: wrk_duration(&field("99%")),
+        cpu_per_request: Duration::ZERO,
     }
 }
 
@@ -172,6 +175,7 @@ fn h2load(url: &str, body: &Path, duration: Duration, log: &Path) -> Run {
         rps,
         p50: at(0.50),
         p99: at(0.99),
+        cpu_per_request: Duration::ZERO,
     }
 }
 
@@ -212,7 +216,8 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
         ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
     )
     .await;
-    let run = tokio::task::block_in_place(|| match protocol {
+    let cpu_before = procfs::cpu_time(Some(server.pid())).unwrap();
+    let mut run = tokio::task::block_in_place(|| match protocol {
         Protocol::Http1 => {
             wrk(&url, &script, WARMUP);
             wrk(&url, &script, MEASURE)
@@ -224,6 +229,7 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
             h2load(&url, body, MEASURE, &log)
         }
     });
+    let cpu = procfs::cpu_time(Some(server.pid())).unwrap() - cpu_before;
     let after: Vec<u64> = futures::future::join_all(
         ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
     )
@@ -234,6 +240,7 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
     {
         let delta = after[i] - before[i];
         if *result == expected {
+            run.cpu_per_request = cpu / u32::try_from(delta.max(1)).unwrap();
             assert!(
                 delta >= run.requests,
                 "{delta} {result} in the server for {} requests",
@@ -272,8 +279,11 @@ async fn main() {
         WARMUP.as_secs(),
         std::fs::metadata(&mutate_body).unwrap().len()
     );
-    println!("| protocol | run | requests/s | p50 | p99 | requests/s vs null | p99 vs null |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| protocol | run | requests/s | p50 | p99 | server CPU per request | requests/s vs null | p99 vs null | CPU \
+         vs null |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     for protocol in [Protocol::Http1, Protocol::Http2] {
         let (mut rps_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
@@ -281,19 +291,23 @@ async fn main() {
             let null = measure(&server, protocol, &null_body, "unchanged").await;
             let mutate = measure(&server, protocol, &mutate_body, "mutated").await;
             let (rps_ratio, p99_ratio) = (mutate.rps / null.rps, mutate.p99.as_secs_f64() / null.p99.as_secs_f64());
+            let cpu_ratio = mutate.cpu_per_request.as_secs_f64() / null.cpu_per_request.as_secs_f64();
             println!(
-                "| {} | null (round {round}) | {:.0} | {} | {} | 1.00x | 1.00x |",
+                "| {} | null (round {round}) | {:.0} | {} | {} | {:.1} µs | 1.00x | 1.00x | 1.00x |",
                 protocol.name(),
                 null.rps,
                 ms(null.p50),
-                ms(null.p99)
+                ms(null.p99),
+                null.cpu_per_request.as_secs_f64() * 1e6,
             );
             println!(
-                "| {} | mutate (round {round}) | {:.0} | {} | {} | {rps_ratio:.2}x | {p99_ratio:.2}x |",
+                "| {} | mutate (round {round}) | {:.0} | {} | {} | {:.1} µs | {rps_ratio:.2}x | {p99_ratio:.2}x | \
+                 {cpu_ratio:.2}x |",
                 protocol.name(),
                 mutate.rps,
                 ms(mutate.p50),
-                ms(mutate.p99)
+                ms(mutate.p99),
+                mutate.cpu_per_request.as_secs_f64() * 1e6,
             );
             rps_ratios.push(rps_ratio);
             p99_ratios.push(p99_ratio);
