@@ -216,7 +216,8 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
         ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
     )
     .await;
-    let cpu_before = procfs::cpu_time(Some(server.pid())).unwrap();
+    let cpu_time = || procfs::cpu_time(Some(server.pid())).expect("the server's CPU time in /proc/PID/stat");
+    let cpu_before = cpu_time();
     let mut run = tokio::task::block_in_place(|| match protocol {
         Protocol::Http1 => {
             wrk(&url, &script, WARMUP);
@@ -229,7 +230,7 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
             h2load(&url, body, MEASURE, &log)
         }
     });
-    let cpu = procfs::cpu_time(Some(server.pid())).unwrap() - cpu_before;
+    let cpu = cpu_time() - cpu_before;
     let after: Vec<u64> = futures::future::join_all(
         ["mutated", "unchanged", "denied", "error", "invalid"].map(|r| outcome_count(server, r)),
     )
@@ -240,7 +241,7 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
     {
         let delta = after[i] - before[i];
         if *result == expected {
-            run.cpu_per_request = cpu / u32::try_from(delta.max(1)).unwrap();
+            run.cpu_per_request = cpu.div_f64(delta.max(1) as f64);
             assert!(
                 delta >= run.requests,
                 "{delta} {result} in the server for {} requests",

@@ -340,11 +340,6 @@ impl EncodedPatch {
             .map(EncodedPatch)
             .map_err(|e| format!("cannot encode the patch: {e}"))
     }
-
-    /// The base64 text.
-    pub fn as_str(&self) -> &str {
-        self.0.get().trim_matches('"')
-    }
 }
 
 impl PartialEq for EncodedPatch {

@@ -58,7 +58,7 @@ pub(super) fn token_expiration(annotations: &BTreeMap<String, String>, sa: &Serv
         non_empty(sa.annotations.get(TOKEN_EXPIRATION_ANNOTATION)),
     ) {
         (Some(v), _) => ("pod".to_owned(), v),
-        (None, Some(v)) => (format!("ServiceAccount {}/{}", sa.namespace, sa.name), v),
+        (None, Some(v)) => (sa.to_string(), v),
         (None, None) => return Ok(DEFAULT_TOKEN_EXPIRATION),
     };
     value

@@ -32,22 +32,21 @@ pub(super) fn warn_identity(
     tenant_id: Option<&str>,
     warnings: &mut Vec<String>,
 ) {
-    let who = || format!("ServiceAccount {}/{}", sa.namespace, sa.name);
     match client_id {
         None => warnings.push(format!(
             "{} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected",
-            who()
+            sa
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(format!(
             "{}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs",
-            who()
+            sa
         )),
         Some(_) => {}
     }
     match tenant_id {
         None => warnings.push(format!(
             "no tenant: {} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected",
-            who()
+            sa
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => {
             warnings.push(format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"))
@@ -168,7 +167,7 @@ pub(super) fn warn_lookalikes(
                 (None, None) => "it is not a key the webhook reads".to_owned(),
             };
             let on = match on_account {
-                true => format!("ServiceAccount {}/{}", sa.namespace, sa.name),
+                true => sa.to_string(),
                 false => "the pod".to_owned(),
             };
             warnings.push(format!("{what} {key} on {on} is ignored: {advice}"));

@@ -14,7 +14,7 @@ use super::annotations::normalize_path;
 use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
-use super::patch::{EnvVar, List, Pass, Wanted, contains, raw};
+use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw};
 use super::pod::ContainerRef;
 use super::values::non_empty;
 use crate::config::Config;
@@ -398,7 +398,7 @@ pub(super) fn inject_mount<'a>(
     }
     match existing {
         Some(i) if owned => {
-            if !contains(&mounts[i], &wanted.value()) {
+            if !contains(&mounts[i], &wanted.value()?) {
                 pass.ops
                     .replace(&format!("{}/{i}", container.child("volumeMounts")), &wanted.json)?;
             }
@@ -437,7 +437,7 @@ pub(super) fn inject_volume(
     want: &impl Serialize,
     pass: &mut Pass<'_>,
 ) -> Result<(), Denial> {
-    let value = || serde_json::to_value(want).map_err(|e| Denial::Internal(format!("cannot encode the patch: {e}")));
+    let value = || serde_json::to_value(want).map_err(encoding);
     let volumes: &[Value] = spec.get("volumes").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let existing = volumes
         .iter()

@@ -21,6 +21,13 @@ pub struct ServiceAccount {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `ServiceAccount NAMESPACE/NAME`, as messages name it.
+impl std::fmt::Display for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceAccount {}/{}", self.namespace, self.name)
+    }
+}
+
 impl ServiceAccount {
     /// Reads a ServiceAccount object (JSON as the API server or `kubectl get -o json` gives it).
     pub fn from_object(object: &Value) -> Result<Self, ObjectError> {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::value::{RawValue, to_raw_value};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::denial::Denial;
 use super::marker::Marker;
@@ -111,9 +111,9 @@ impl Wanted {
         })
     }
 
-    /// The mount as a `Value`, to compare with what a container has.
-    pub(super) fn value(&self) -> Value {
-        json!({"name": self.name, "mountPath": self.path, "readOnly": true})
+    /// The mount as a `Value` (decoded from its one encoding), to compare with what a container has.
+    pub(super) fn value(&self) -> Result<Value, Denial> {
+        serde_json::from_str(self.json.get()).map_err(encoding)
     }
 }
 
@@ -123,7 +123,7 @@ pub(super) fn raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Den
     to_raw_value(value).map_err(encoding)
 }
 
-fn encoding(e: serde_json::Error) -> Denial {
+pub(super) fn encoding(e: serde_json::Error) -> Denial {
     Denial::Internal(format!("cannot encode the patch: {e}"))
 }
 
