@@ -182,26 +182,46 @@ pub fn from_value(value: &Value) -> Result<SyncConfig, ConfigError> {
         }
     }
     let keyvault_name = text("keyvaultName")?.ok_or_else(|| field("keyvaultName", "missing"))?;
-    let valid_name = (3..=24).contains(&keyvault_name.len())
-        && keyvault_name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && keyvault_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !keyvault_name.ends_with('-')
-        && !keyvault_name.contains("--");
-    if !valid_name {
-        return Err(field(
-            "keyvaultName",
-            format!(
-                "{keyvault_name:?} is not a Key Vault name: Azure allows 3 to 24 letters, digits and single hyphens, \
-                 starting with a letter"
-            ),
-        ));
-    }
+    check_keyvault_name(&keyvault_name)?;
     let tenant_id = match text("tenantId")? {
         Some(t) => Some(t),
         None => text("tenantID")?,
     };
     let objects_text = text("objects")?.ok_or_else(|| field("objects", "missing"))?;
-    let doc: ObjectsDoc = serde_yaml::from_str(&objects_text)
+    let objects = parse_objects(&objects_text)?;
+    Ok(SyncConfig {
+        keyvault_name,
+        tenant_id,
+        client_id: text("clientID")?,
+        cloud_name: text("cloudName")?,
+        objects,
+    })
+}
+
+/// Checks a vault name as Azure does: 3 to 24 letters, digits and single hyphens, starting with a letter and not
+/// ending with a hyphen.
+pub fn check_keyvault_name(name: &str) -> Result<(), ConfigError> {
+    let valid = (3..=24).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if valid {
+        return Ok(());
+    }
+    Err(field(
+        "keyvaultName",
+        format!(
+            "{name:?} is not a Key Vault name: Azure allows 3 to 24 letters, digits and single hyphens, starting \
+             with a letter ({} characters here)",
+            name.chars().count()
+        ),
+    ))
+}
+
+/// Parses the `objects` parameter: a YAML string holding `array:`, a list of YAML strings, one object each.
+pub fn parse_objects(text: &str) -> Result<Vec<ObjectSpec>, ConfigError> {
+    let doc: ObjectsDoc = serde_yaml::from_str(text)
         .map_err(|e| field("objects", format!("not a YAML document with an `array:` list: {e}")))?;
     if doc.array.is_empty() {
         return Err(field("objects", "the array is empty"));
@@ -220,13 +240,7 @@ pub fn from_value(value: &Value) -> Result<SyncConfig, ConfigError> {
         }
         objects.push(object);
     }
-    Ok(SyncConfig {
-        keyvault_name,
-        tenant_id,
-        client_id: text("clientID")?,
-        cloud_name: text("cloudName")?,
-        objects,
-    })
+    Ok(objects)
 }
 
 fn object(i: usize, raw: RawObject) -> Result<ObjectSpec, ConfigError> {

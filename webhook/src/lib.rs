@@ -35,6 +35,7 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod lookup;
 pub mod metrics;
 pub mod mutate;

@@ -368,7 +368,7 @@ impl AdmissionResponse {
             status: None,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: mutation.warnings.clone(),
+            warnings: mutation.warnings.iter().map(|w| w.message.clone()).collect(),
         })
     }
 

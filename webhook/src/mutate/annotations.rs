@@ -1,6 +1,7 @@
 //! The pod's annotations read into decisions: the token lifetime, the proxy annotations (accepted, not
 //! implemented) and the secrets plan (class, delivery, mount path, containers). Bad values are denials.
 
+use crate::diagnostics::{Code, Warning};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
@@ -74,7 +75,7 @@ pub(super) fn token_expiration(annotations: &BTreeMap<String, String>, sa: &Serv
 
 pub(super) fn check_proxy_annotations(
     annotations: &BTreeMap<String, String>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<(), Denial> {
     let inject = match annotations.get(INJECT_PROXY_SIDECAR_ANNOTATION) {
         None => false,
@@ -94,9 +95,12 @@ pub(super) fn check_proxy_annotations(
         });
     }
     if inject {
-        warnings.push(format!(
-            "{INJECT_PROXY_SIDECAR_ANNOTATION}: the token proxy sidecar is not available in this version; \
-             the pod gets the workload identity env and token as usual"
+        warnings.push(Warning::new(
+            Code::NoEffect,
+            format!(
+                "{INJECT_PROXY_SIDECAR_ANNOTATION}: the token proxy sidecar is not available in this version; \
+                 the pod gets the workload identity env and token as usual"
+            ),
         ));
     }
     Ok(())
@@ -105,7 +109,7 @@ pub(super) fn check_proxy_annotations(
 pub(super) fn secrets_plan(
     annotations: &BTreeMap<String, String>,
     containers: &[ContainerRef<'_>],
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Option<SecretsPlan>, Denial> {
     let dependents = [
         SECRETS_DELIVERY_ANNOTATION,
@@ -114,8 +118,9 @@ pub(super) fn secrets_plan(
     ];
     let Some(raw_class) = annotations.get(SECRET_PROVIDER_CLASS_ANNOTATION) else {
         for key in dependents.iter().filter(|k| annotations.contains_key(**k)) {
-            warnings.push(format!(
-                "annotation {key} has no effect without {SECRET_PROVIDER_CLASS_ANNOTATION}"
+            warnings.push(Warning::new(
+                Code::NoEffect,
+                format!("annotation {key} has no effect without {SECRET_PROVIDER_CLASS_ANNOTATION}"),
             ));
         }
         return Ok(None);

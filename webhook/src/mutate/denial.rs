@@ -2,6 +2,8 @@
 
 use wi_contract::*;
 
+use crate::diagnostics::Code;
+
 /// Why a pod is refused. Every message names the annotation, container or path at fault.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Denial {
@@ -88,4 +90,22 @@ pub enum Denial {
         /// The port.
         port: u16,
     },
+}
+
+impl Denial {
+    /// The diagnostic code of this refusal (`wi-webhook doctor` reports it, and the troubleshooting table lists it).
+    pub fn code(&self) -> Code {
+        match self {
+            Denial::Internal(_) => Code::Internal,
+            Denial::MalformedPod(_) => Code::MalformedPod,
+            Denial::InvalidTokenExpiration { .. } => Code::TokenExpiration,
+            Denial::InvalidAnnotation { .. } => Code::InvalidAnnotation,
+            Denial::MountPathConflict { .. }
+            | Denial::VolumeNameConflict(_)
+            | Denial::ContainerNameConflict(_)
+            | Denial::PortConflict { .. } => Code::Conflict,
+            Denial::SecretProviderClassUnavailable { .. } => Code::ClassNotFound,
+            Denial::InvalidSecretProviderClass { .. } => Code::SidecarRefusesClass,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Warnings about what would break at run time without refusing the pod: an identity without client or tenant
 //! id, a SecretProviderClass in another identity mode, container names that match nothing, look-alike keys.
 
+use crate::diagnostics::{Code, Warning};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -15,42 +16,49 @@ pub(super) fn warn_unknown_names(
     key: &str,
     names: &BTreeSet<String>,
     containers: &[ContainerRef<'_>],
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) {
     for name in names {
         if !containers.iter().any(|c| c.name == name) {
-            warnings.push(format!(
-                "annotation {key} names container {name:?}, which the pod does not have"
+            warnings.push(Warning::new(
+                Code::UnknownContainer,
+                format!("annotation {key} names container {name:?}, which the pod does not have"),
             ));
         }
     }
 }
 
-pub(super) fn warn_identity(
+/// The identity the ServiceAccount (or the webhook's default tenant) gives: client id and tenant id present and
+/// UUIDs.
+pub(crate) fn warn_identity(
     sa: &ServiceAccount,
     client_id: Option<&str>,
     tenant_id: Option<&str>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) {
     match client_id {
-        None => warnings.push(format!(
-            "{} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected",
-            sa
+        None => warnings.push(Warning::new(
+            Code::NoClientId,
+            format!("{sa} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected"),
         )),
-        Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(format!(
-            "{}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs",
-            sa
+        Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(Warning::new(
+            Code::ClientIdNotUuid,
+            format!("{sa}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs"),
         )),
         Some(_) => {}
     }
     match tenant_id {
-        None => warnings.push(format!(
-            "no tenant: {} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not injected",
-            sa
+        None => warnings.push(Warning::new(
+            Code::NoTenant,
+            format!(
+                "no tenant: {sa} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not \
+                 injected"
+            ),
         )),
-        Some(id) if uuid::Uuid::try_parse(id).is_err() => {
-            warnings.push(format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"))
-        }
+        Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(Warning::new(
+            Code::TenantIdNotUuid,
+            format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"),
+        )),
         Some(_) => {}
     }
 }
@@ -59,69 +67,124 @@ pub(super) fn warn_secret_provider_class(
     plan: &SecretsPlan,
     spc: ClassLookup<'_>,
     sa: &ServiceAccount,
-    client_id: Option<&str>,
-    warnings: &mut Vec<String>,
+    identity: (Option<&str>, Option<&str>),
+    warnings: &mut Vec<Warning>,
 ) {
-    let spc = match spc {
-        ClassLookup::Found(spc) => spc,
-        ClassLookup::NotFound => {
-            warnings.push(format!(
-                "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it exists",
+    match spc {
+        ClassLookup::Found(spc) => check_class(&plan.class, spc, identity, false, warnings),
+        ClassLookup::NotFound => warnings.push(Warning::new(
+            Code::ClassNotFound,
+            format!(
+                "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it \
+                 exists",
                 plan.class, sa.namespace
-            ));
-            return;
-        }
-        ClassLookup::Failed(why) => {
-            warnings.push(format!(
-                "SecretProviderClass {:?} could not be checked: {why}",
-                plan.class
-            ));
-            return;
-        }
-    };
-    let name = &plan.class;
+            ),
+        )),
+        ClassLookup::Failed(why) => warnings.push(Warning::new(
+            Code::ClassUnreadable,
+            format!("SecretProviderClass {:?} could not be checked: {why}", plan.class),
+        )),
+    }
+}
+
+/// What would keep a SecretProviderClass from giving the pod its secrets with the workload identity `identity`
+/// (client id, tenant id; `None` when unknown). `objects` parses the object list too (doctor does; admission
+/// leaves that to the driver).
+pub(crate) fn check_class(
+    name: &str,
+    spc: &Value,
+    (client_id, tenant_id): (Option<&str>, Option<&str>),
+    objects: bool,
+    warnings: &mut Vec<Warning>,
+) {
+    let mut warn = |code, message| warnings.push(Warning::new(code, message));
     if let Some(provider) = spc.pointer("/spec/provider").and_then(Value::as_str)
         && provider != "azure"
     {
-        warnings.push(format!(
-            "SecretProviderClass {name:?} has provider {provider:?}; workload identity needs provider \"azure\""
-        ));
+        warn(
+            Code::ProviderNotAzure,
+            format!(
+                "SecretProviderClass {name:?} has provider {provider:?}; workload identity needs provider \"azure\""
+            ),
+        );
+        return;
     }
     let params = string_map(spc.pointer("/spec/parameters"));
     let is_true = |k: &str| params.get(k).and_then(|v| parse_bool(v)).unwrap_or(false);
     if is_true("useVMManagedIdentity") {
-        warnings.push(format!(
-            "SecretProviderClass {name:?} sets useVMManagedIdentity: the node's identity, shared by every pod \
-             on the node, reads the vault, not this pod's workload identity; set clientID instead"
-        ));
+        warn(
+            Code::NodeIdentity,
+            format!(
+                "SecretProviderClass {name:?} sets useVMManagedIdentity: the node's identity, shared by every pod \
+                 on the node, reads the vault, not this pod's workload identity; set clientID instead"
+            ),
+        );
     } else if is_true("usePodIdentity") {
-        warnings.push(format!(
-            "SecretProviderClass {name:?} sets usePodIdentity (AAD pod identity, deprecated); set clientID and \
-             remove usePodIdentity to use workload identity"
-        ));
+        warn(
+            Code::PodIdentity,
+            format!(
+                "SecretProviderClass {name:?} sets usePodIdentity (AAD pod identity, deprecated); set clientID and \
+                 remove usePodIdentity to use workload identity"
+            ),
+        );
     } else {
         match (non_empty(params.get("clientID")), client_id) {
-            (None, _) => warnings.push(format!(
-                "SecretProviderClass {name:?} has no clientID parameter: the CSI driver cannot use workload identity"
-            )),
-            (Some(spc_id), Some(sa_id)) if !spc_id.eq_ignore_ascii_case(sa_id) => warnings.push(format!(
-                "SecretProviderClass {name:?} clientID {spc_id} differs from the ServiceAccount's client id {sa_id}"
-            )),
+            (None, _) => warn(
+                Code::ClassWithoutClientId,
+                format!(
+                    "SecretProviderClass {name:?} has no clientID parameter: the CSI driver cannot use workload identity"
+                ),
+            ),
+            (Some(spc_id), Some(sa_id)) if !spc_id.eq_ignore_ascii_case(sa_id) => warn(
+                Code::ClientIdMismatch,
+                format!(
+                    "SecretProviderClass {name:?} clientID {spc_id} differs from the ServiceAccount's client id {sa_id}"
+                ),
+            ),
+            _ => {}
+        }
+        let class_tenant = non_empty(params.get("tenantId")).or_else(|| non_empty(params.get("tenantID")));
+        match (class_tenant, tenant_id) {
+            (Some(class), Some(pod)) if !class.eq_ignore_ascii_case(pod) => warn(
+                Code::TenantMismatch,
+                format!("SecretProviderClass {name:?} tenantId {class} differs from the pod's tenant {pod}"),
+            ),
             _ => {}
         }
     }
-    if non_empty(params.get("keyvaultName")).is_none() {
-        warnings.push(format!("SecretProviderClass {name:?} has no keyvaultName parameter"));
+    match non_empty(params.get("keyvaultName")) {
+        None => warn(
+            Code::InvalidVaultName,
+            format!("SecretProviderClass {name:?} has no keyvaultName parameter"),
+        ),
+        Some(vault) => {
+            if let Err(e) = wi_contract::spc::check_keyvault_name(vault) {
+                warn(Code::InvalidVaultName, format!("SecretProviderClass {name:?}: {e}"));
+            }
+        }
+    }
+    if objects {
+        match non_empty(params.get("objects")) {
+            None => warn(
+                Code::InvalidObjects,
+                format!("SecretProviderClass {name:?} has no objects parameter"),
+            ),
+            Some(text) => {
+                if let Err(e) = wi_contract::spc::parse_objects(text) {
+                    warn(Code::InvalidObjects, format!("SecretProviderClass {name:?}: {e}"));
+                }
+            }
+        }
     }
 }
 
 /// Keys under the upstream or project prefix that are not in the contract are nearly always typos (`client_id`),
 /// or a key on the wrong object (client-id on the pod, the `use` label written as an annotation).
-pub(super) fn warn_lookalikes(
+pub(crate) fn warn_lookalikes(
     pod_annotations: &BTreeMap<String, String>,
     pod_labels: &BTreeMap<String, String>,
     sa: &ServiceAccount,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) {
     const SA_KEYS: &[&str] = &[CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION, TOKEN_EXPIRATION_ANNOTATION];
     const POD_KEYS: &[&str] = &[
@@ -170,7 +233,10 @@ pub(super) fn warn_lookalikes(
                 true => sa.to_string(),
                 false => "the pod".to_owned(),
             };
-            warnings.push(format!("{what} {key} on {on} is ignored: {advice}"));
+            warnings.push(Warning::new(
+                Code::LookAlikeKey,
+                format!("{what} {key} on {on} is ignored: {advice}"),
+            ));
         }
     }
 }

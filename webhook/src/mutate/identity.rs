@@ -1,6 +1,7 @@
 //! Injecting the workload identity: the env vars, the token mount of each targeted container and the projected
 //! token volume, bringing what an earlier pass injected up to date and keeping what the pod wrote itself.
 
+use crate::diagnostics::{Code, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -407,9 +408,12 @@ pub(super) fn inject_mount<'a>(
             // The user mounted our volume themselves (e.g. a pod written for the upstream webhook): keep it.
             let user_path = mounts[i].get("mountPath").and_then(Value::as_str).unwrap_or_default();
             if normalize_path(user_path) != path {
-                pass.warnings.push(format!(
-                    "container {:?} mounts {volume} at {user_path}, not {path}: left as written",
-                    container.name
+                pass.warnings.push(Warning::new(
+                    Code::TokenMount,
+                    format!(
+                        "container {:?} mounts {volume} at {user_path}, not {path}: left as written",
+                        container.name
+                    ),
                 ));
             }
             return Ok(());
@@ -468,12 +472,15 @@ pub(super) fn inject_volume(
                     })
                 });
             if !is_token {
-                pass.warnings.push(format!(
-                    "the pod's own volume {volume} is not a projected service account token for audience {}: \
-                     left as written, Azure SDKs will fail to sign in",
-                    want.pointer("/projected/sources/0/serviceAccountToken/audience")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
+                pass.warnings.push(Warning::new(
+                    Code::TokenMount,
+                    format!(
+                        "the pod's own volume {volume} is not a projected service account token for audience {}: \
+                         left as written, Azure SDKs will fail to sign in",
+                        want.pointer("/projected/sources/0/serviceAccountToken/audience")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    ),
                 ));
             }
             return Ok(());
@@ -518,7 +525,7 @@ pub(super) fn own_token_mount(
     container: &ContainerRef<'_>,
     old: &Marker,
     file_name: &str,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Option<String> {
     if old.owns_mount(container.name, TOKEN_VOLUME) {
         return None;
@@ -533,10 +540,13 @@ pub(super) fn own_token_mount(
         None | Some("") => Some(format!("{path}/{file_name}")),
         Some(sub) if sub == file_name => Some(path.to_owned()),
         Some(sub) => {
-            warnings.push(format!(
-                "container {:?} mounts {sub:?} of {TOKEN_VOLUME}, which holds the token as {file_name:?}: the token \
-                 is not in that mount, Azure SDKs will fail to sign in",
-                container.name
+            warnings.push(Warning::new(
+                Code::TokenMount,
+                format!(
+                    "container {:?} mounts {sub:?} of {TOKEN_VOLUME}, which holds the token as {file_name:?}: the \
+                     token is not in that mount, Azure SDKs will fail to sign in",
+                    container.name
+                ),
             ));
             None
         }

@@ -1,6 +1,7 @@
 //! What the engine is given and what it answers: the parts of a ServiceAccount and a Namespace it reads, the
 //! SecretProviderClass as the caller found it, and the patch plus warnings of an admitted pod.
 
+use crate::diagnostics::Warning;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -134,5 +135,5 @@ pub struct Mutation {
     /// Add and replace operations against the pod; empty when nothing needs to change.
     pub patch: Patch,
     /// Problems the requester should fix, returned as admission warnings.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }

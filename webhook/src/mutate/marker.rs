@@ -1,6 +1,7 @@
 //! The ownership record: what the webhook injected, kept in the `workload-identity.rs/injected` annotation so that
 //! a later pass replaces only that and leaves what the user wrote alone.
 
+use crate::diagnostics::{Code, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,15 +43,16 @@ impl Marker<'_> {
     }
 }
 
-pub(super) fn read_marker(value: Option<&String>) -> (Marker<'static>, Option<String>) {
+pub(super) fn read_marker(value: Option<&String>) -> (Marker<'static>, Option<Warning>) {
     match value {
         None => (Marker::default(), None),
         Some(v) => match serde_json::from_str(v) {
             Ok(marker) => (marker, None),
             Err(_) => (
                 Marker::default(),
-                Some(format!(
-                    "annotation {INJECTED_ANNOTATION} is not what this webhook writes; it is rewritten"
+                Some(Warning::new(
+                    Code::InjectedRecord,
+                    format!("annotation {INJECTED_ANNOTATION} is not what this webhook writes; it is rewritten"),
                 )),
             ),
         },

@@ -9,7 +9,7 @@
 
 mod annotations;
 mod denial;
-mod diagnostics;
+pub(crate) mod diagnostics;
 mod identity;
 mod inputs;
 mod marker;
@@ -76,7 +76,7 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
             plan,
             inputs.secret_provider_class,
             sa,
-            identity.client_id,
+            (identity.client_id, identity.tenant_id),
             &mut warnings,
         );
     }

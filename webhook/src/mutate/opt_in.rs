@@ -1,5 +1,6 @@
 //! Whether a pod asked to be injected: its own `azure.workload.identity/use` label, else its namespace's.
 
+use crate::diagnostics::{Code, Warning};
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -13,7 +14,7 @@ pub struct OptIn {
     /// The pod is injected.
     pub opted_in: bool,
     /// A label that is neither `"true"` nor `"false"`, and what was made of it.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Whether the pod asked to be injected, decided before anything is looked up: its own `use` label, else its
@@ -30,7 +31,7 @@ pub fn opt_in(pod: &Value, namespace_labels: Option<&BTreeMap<String, String>>) 
 fn opted_in(
     label: Option<&str>,
     namespace_labels: Option<&BTreeMap<String, String>>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> bool {
     let namespace_in = namespace_labels
         .and_then(|l| l.get(USE_LABEL))
@@ -39,13 +40,16 @@ fn opted_in(
         Some("true") => true,
         Some("false") => false,
         Some(other) => {
-            warnings.push(format!(
-                "label {USE_LABEL}={other:?} on the pod is neither \"true\" nor \"false\"; {}",
-                if namespace_in {
-                    "the namespace label opts the pod in"
-                } else {
-                    "the pod is not injected"
-                }
+            warnings.push(Warning::new(
+                Code::UseLabelValue,
+                format!(
+                    "label {USE_LABEL}={other:?} on the pod is neither \"true\" nor \"false\"; {}",
+                    if namespace_in {
+                        "the namespace label opts the pod in"
+                    } else {
+                        "the pod is not injected"
+                    }
+                ),
             ));
             namespace_in
         }

@@ -3,6 +3,7 @@
 //! Each operation's value is encoded as JSON when the operation is made (from a `Value`, or straight from a small
 //! struct such as [`EnvVar`]), so that the patch is written once and never held as a tree of `Value`s.
 
+use crate::diagnostics::Warning;
 use std::fmt;
 
 use serde::Serialize;
@@ -18,12 +19,12 @@ pub(super) struct Pass<'a> {
     pub(super) old: &'a Marker<'a>,
     pub(super) marker: Marker<'a>,
     pub(super) ops: Ops,
-    pub(super) warnings: Vec<String>,
+    pub(super) warnings: Vec<Warning>,
 }
 
 impl<'a> Pass<'a> {
     /// A pass over a pod of `containers` containers.
-    pub(super) fn new(old: &'a Marker<'a>, warnings: Vec<String>, containers: usize) -> Self {
+    pub(super) fn new(old: &'a Marker<'a>, warnings: Vec<Warning>, containers: usize) -> Self {
         Pass {
             old,
             marker: Marker::default(),

@@ -5,6 +5,7 @@ use serde_json::{Map, json};
 
 use super::*;
 use crate::config::Cloud;
+use crate::diagnostics::Code;
 use rstest::rstest;
 
 const CLIENT: &str = "dc93f674-70ec-43e3-be7b-bf11ac753aa3";
@@ -587,20 +588,30 @@ fn a_users_volume_under_the_secrets_name_is_a_conflict() {
 }
 
 #[rstest]
-#[case(None, "was not found in namespace \"apps\"")]
-#[case(Some(spc(json!({"useVMManagedIdentity": "true", "userAssignedIdentityID": CLIENT, "keyvaultName": "kv1"}))), "node's identity")]
-#[case(Some(spc(json!({"usePodIdentity": "true", "keyvaultName": "kv1"}))), "usePodIdentity")]
-#[case(Some(spc(json!({"keyvaultName": "kv1"}))), "no clientID")]
-#[case(Some(spc(json!({"clientID": OTHER_CLIENT, "keyvaultName": "kv1"}))), "differs from the ServiceAccount")]
-#[case(Some(spc(json!({"clientID": CLIENT}))), "no keyvaultName")]
-fn secret_provider_class_problems_are_warnings(#[case] class: Option<Value>, #[case] expected: &str) {
+#[case(None, "was not found in namespace \"apps\"", Code::ClassNotFound)]
+#[case(Some(spc(json!({"useVMManagedIdentity": "true", "userAssignedIdentityID": CLIENT, "keyvaultName": "kv1"}))), "node's identity", Code::NodeIdentity)]
+#[case(Some(spc(json!({"usePodIdentity": "true", "keyvaultName": "kv1"}))), "usePodIdentity", Code::PodIdentity)]
+#[case(Some(spc(json!({"keyvaultName": "kv1"}))), "no clientID", Code::ClassWithoutClientId)]
+#[case(Some(spc(json!({"clientID": OTHER_CLIENT, "keyvaultName": "kv1"}))), "differs from the ServiceAccount", Code::ClientIdMismatch)]
+#[case(Some(spc(json!({"clientID": CLIENT}))), "no keyvaultName", Code::InvalidVaultName)]
+#[case(Some(spc(json!({"clientID": CLIENT, "keyvaultName": "kv-techventure-secrets-001"}))), "(26 characters here)", Code::InvalidVaultName)]
+#[case(Some(spc(json!({"clientID": CLIENT, "keyvaultName": "kv1", "tenantId": "0b6d3d2a-9f5e-4f0e-9a55-1d2c3b4a5f60"}))), "differs from the pod's tenant", Code::TenantMismatch)]
+fn secret_provider_class_problems_are_warnings(
+    #[case] class: Option<Value>,
+    #[case] expected: &str,
+    #[case] code: Code,
+) {
     let p = pod(
         json!({SECRET_PROVIDER_CLASS_ANNOTATION: "kv"}),
         json!([{"name": "app"}]),
     );
     let m = run(&p, &annotated_sa(), class.as_ref()).unwrap();
     assert!(!m.patch.is_empty());
-    assert!(m.warnings.iter().any(|w| w.contains(expected)), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.contains(expected) && w.code == code),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[rstest]
