@@ -47,6 +47,14 @@ pub enum Command {
     /// input cannot be read.
     Mutate(Box<MutateArgs>),
 
+    /// Find the mistakes that break workload identity and Key Vault delivery: in manifests (-f), in what az
+    /// prints (--azure), or in a cluster (--cluster, or `doctor pod NAME`).
+    ///
+    /// Every finding has a code (WI101...; the README lists them), the object and the file:line, what goes wrong
+    /// at run time and the fix. Exits 0 when nothing is wrong, 1 when an error (with --strict, also a warning) was
+    /// found, 2 when an input cannot be read.
+    Doctor(Box<DoctorArgs>),
+
     /// Serve admission requests over HTTPS, with /healthz, /readyz and /metrics on the admin port.
     ///
     /// Reads ServiceAccounts, Namespaces and SecretProviderClasses from Kubernetes (KUBECONFIG, or the in-cluster
@@ -444,6 +452,85 @@ pub struct MutateArgs {
     pub engine: EngineArgs,
 }
 
+/// Arguments of `wi-webhook doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Check one pod of the cluster instead.
+    #[command(subcommand)]
+    pub target: Option<DoctorTarget>,
+
+    /// Manifests to check: files, folders (their .yaml, .yml and .json files, recursively) or - for standard input
+    /// (`kubectl kustomize DIR | wi-webhook doctor -f -`). Multi-document YAML, JSON, and Lists. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// JSON that az printed: `az identity show`, `az identity federated-credential list`, `az keyvault show`,
+    /// `az role assignment list` (an object or an array each). Checks federated credentials and Key Vault grants
+    /// against the ServiceAccounts. Repeatable.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub azure: Vec<PathBuf>,
+
+    /// The cluster's service account issuer URL (az aks show --query oidcIssuerProfile.issuerUrl -o tsv), which
+    /// every federated credential must name exactly.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// Also read the objects from the cluster (KUBECONFIG, or the in-cluster service account), and check the
+    /// webhook itself: its MutatingWebhookConfiguration, caBundle, and ready endpoints.
+    #[arg(long)]
+    pub cluster: bool,
+
+    /// Namespace of the cluster objects to check, and of manifests that name none (default: the kubeconfig's
+    /// namespace with --cluster, `default` for files).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// With --cluster, every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+
+    /// Output format: text (grouped by object), json (schema in the README) or sarif (for code scanning).
+    #[arg(short = 'o', long, value_name = "FORMAT", value_enum, default_value = "text")]
+    pub output: crate::doctor::Format,
+
+    /// Report warnings as errors (exit 1 on any finding).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Colour in text output: auto (when standard output is a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    pub color: ColorArg,
+
+    /// The webhook's MutatingWebhookConfiguration, checked with --cluster.
+    #[arg(long, value_name = "NAME", default_value = "wi-webhook")]
+    pub webhook_configuration: String,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// What `doctor` checks besides files.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DoctorTarget {
+    /// Why this pod was or was not injected, and what is wrong with it, its ServiceAccount and its classes (reads
+    /// the cluster; -n for the namespace).
+    Pod {
+        /// The pod's name.
+        name: String,
+    },
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// An input of the CLI that cannot be used. The message is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -472,13 +559,19 @@ pub enum CliError {
     /// The server stopped with an error (a bad certificate, a busy port, no Kubernetes access).
     #[error("{0:#}")]
     Serve(anyhow::Error),
+    /// doctor could not read its input (a file, az output, the cluster).
+    #[error("{0}")]
+    DoctorInput(String),
+    /// doctor found errors (the report says which).
+    #[error("doctor found {0} error(s)")]
+    Findings(usize),
 }
 
 impl CliError {
     /// The process exit code: 2 for input the user can fix, 1 when the server fails.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Serve(_) => 1,
+            CliError::Serve(_) | CliError::Findings(_) => 1,
             _ => 2,
         }
     }
@@ -488,6 +581,7 @@ impl CliError {
 pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Mutate(args) => run_mutate(&args, stdin, stdout, stderr),
+        Command::Doctor(args) => run_doctor(&args, stdin, stdout),
         Command::Serve(args) => {
             let provider = rustls::crypto::CryptoProvider::get_default()
                 .cloned()
@@ -497,6 +591,105 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut 
                 .block_on(crate::server::serve(args.config(), provider))
                 .map_err(CliError::Serve)
         }
+    }
+}
+
+fn run_doctor(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<(), CliError> {
+    use crate::doctor::{self, AzureInputs, Options, cluster};
+    let unreadable = |e: &dyn std::fmt::Display| CliError::DoctorInput(one_line(&e.to_string()));
+    let pod = args.target.as_ref().map(|DoctorTarget::Pod { name }| name.as_str());
+    if args.files.is_empty() && !args.cluster && pod.is_none() {
+        return Err(CliError::DoctorInput(
+            "nothing to check: give manifests with -f PATH (- for standard input), --cluster, or pod NAME".to_owned(),
+        ));
+    }
+    let mut objects = doctor::load_paths(&args.files, stdin).map_err(|e| unreadable(&e))?;
+    let mut azure = AzureInputs::default();
+    for path in &args.azure {
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        azure
+            .add(&path.display().to_string(), &text)
+            .map_err(|e| unreadable(&e))?;
+    }
+    let mut options = Options {
+        config: args.engine.config(),
+        issuer: args.issuer.clone(),
+        default_namespace: args.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        strict: args.strict,
+    };
+    let mut webhook_findings = Vec::new();
+    if args.cluster || pod.is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Write)?;
+        runtime.block_on(async {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| unreadable(&format!("no Kubernetes access (KUBECONFIG or in-cluster): {e}")))?;
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            options.default_namespace = namespace.clone();
+            match pod {
+                Some(name) => {
+                    let read = cluster::read_pod(&client, &namespace, name)
+                        .await
+                        .map_err(|e| unreadable(&e))?;
+                    let read = read.ok_or_else(|| CliError::DoctorInput(format!("no pod {namespace}/{name}")))?;
+                    objects.extend(read);
+                }
+                None => {
+                    let scope = cluster::Scope {
+                        namespace: (!args.all_namespaces).then_some(namespace),
+                        webhook_configuration: args.webhook_configuration.clone(),
+                    };
+                    objects.extend(cluster::read(&client, &scope).await.map_err(|e| unreadable(&e))?);
+                }
+            }
+            webhook_findings = cluster::check_webhook(&client, &objects, &args.webhook_configuration)
+                .await
+                .map_err(|e| unreadable(&e))?;
+            Ok::<(), CliError>(())
+        })?;
+    }
+    let mut findings = doctor::check(&objects, &azure, &options);
+    for mut f in webhook_findings {
+        if args.strict {
+            f.severity = crate::diagnostics::Severity::Error;
+        }
+        findings.push(f);
+    }
+    let verdict = pod
+        .and_then(|name| objects.iter().find(|o| o.kind() == "Pod" && o.name() == name))
+        .map(|loaded| cluster::verdict(loaded, &findings));
+    let colour = match args.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            use std::io::IsTerminal;
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    if let (Some(verdict), doctor::Format::Text) = (&verdict, args.output) {
+        writeln!(stdout, "{verdict}\n")?;
+    }
+    write!(
+        stdout,
+        "{}",
+        doctor::render(&findings, objects.len(), args.output, colour)
+    )?;
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == crate::diagnostics::Severity::Error)
+        .count();
+    match errors {
+        0 => Ok(()),
+        n => Err(CliError::Findings(n)),
     }
 }
 

@@ -36,6 +36,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
+pub mod doctor;
 pub mod lookup;
 pub mod metrics;
 pub mod mutate;

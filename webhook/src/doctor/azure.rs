@@ -1,0 +1,211 @@
+//! The Azure side as `az` prints it (`-o json`, the default): `az identity show`, `az identity federated-credential
+//! list`, `az keyvault show` and `az role assignment list`, each a JSON object or an array of them.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::load::{LoadError, Loaded};
+
+/// A user-assigned managed identity (`az identity show`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    /// Its name.
+    pub name: String,
+    /// The application (client) id: what the ServiceAccount and the class name.
+    pub client_id: String,
+    /// The service principal's object id: what Key Vault grants name.
+    pub principal_id: String,
+    /// Its tenant.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// A federated identity credential (`az identity federated-credential list/show`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FederatedCredential {
+    /// Its name.
+    pub name: String,
+    /// Its ARM id, `.../userAssignedIdentities/IDENTITY/federatedIdentityCredentials/NAME`.
+    #[serde(default)]
+    pub id: String,
+    /// The token issuer it trusts.
+    pub issuer: String,
+    /// The token subject it matches.
+    pub subject: String,
+    /// The token audiences it accepts.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+impl FederatedCredential {
+    /// The identity it belongs to, from its id.
+    pub fn identity_name(&self) -> Option<&str> {
+        let lower = self.id.to_ascii_lowercase();
+        let at = lower.find("/userassignedidentities/")? + "/userassignedidentities/".len();
+        self.id[at..].split('/').next()
+    }
+}
+
+/// A Key Vault (`az keyvault show`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Vault {
+    /// Its name.
+    pub name: String,
+    /// Its ARM id (role assignments are scoped to it or a parent).
+    #[serde(default)]
+    pub id: String,
+    /// Access policies and the permission model.
+    #[serde(default)]
+    pub properties: VaultProperties,
+}
+
+/// The parts of a vault's properties doctor reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProperties {
+    /// Access policies (ignored by Key Vault when RBAC authorization is on).
+    #[serde(default)]
+    pub access_policies: Option<Vec<AccessPolicy>>,
+    /// Azure RBAC instead of access policies.
+    #[serde(default)]
+    pub enable_rbac_authorization: Option<bool>,
+}
+
+/// One access policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    /// The principal it grants.
+    pub object_id: String,
+}
+
+/// A role assignment (`az role assignment list`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAssignment {
+    /// The principal it grants.
+    pub principal_id: String,
+    /// Where it applies.
+    #[serde(default)]
+    pub scope: String,
+    /// The role's name.
+    #[serde(default)]
+    pub role_definition_name: Option<String>,
+}
+
+/// Everything read from `--azure` files, each with where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct AzureInputs {
+    /// `az identity show`.
+    pub identities: Vec<(Identity, Loaded)>,
+    /// `az identity federated-credential list`.
+    pub federated_credentials: Vec<(FederatedCredential, Loaded)>,
+    /// `az keyvault show`.
+    pub vaults: Vec<(Vault, Loaded)>,
+    /// `az role assignment list`.
+    pub role_assignments: Vec<(RoleAssignment, Loaded)>,
+}
+
+impl AzureInputs {
+    /// Sorts what `az` printed by its shape; anything else is unreadable input.
+    pub fn read(file: &str, text: &str) -> Result<Self, LoadError> {
+        let mut out = AzureInputs::default();
+        out.add(file, text)?;
+        Ok(out)
+    }
+
+    /// Adds the objects of one more file.
+    pub fn add(&mut self, file: &str, text: &str) -> Result<(), LoadError> {
+        let invalid = |line: usize, message: String| LoadError::Invalid {
+            path: file.to_owned(),
+            line,
+            message,
+        };
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            invalid(
+                e.line(),
+                format!("invalid JSON: {e} (doctor reads what az prints with -o json)"),
+            )
+        })?;
+        let items = match value {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        for item in items {
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+            let line = lines
+                .iter()
+                .position(|l| !name.is_empty() && l.contains(&format!("\"name\": \"{name}\"")))
+                .map_or(1, |i| i + 1);
+            let loaded = Loaded {
+                object: item.clone(),
+                source: Some(super::load::Source::new(file, line)),
+            };
+            let parse_error = |what: &str, e: serde_json::Error| invalid(line, format!("{what}: {e}"));
+            let has = |key: &str| item.get(key).is_some();
+            let kind = item
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if kind.ends_with("/federatedidentitycredentials") || (has("subject") && has("issuer")) {
+                let fc = serde_json::from_value(item).map_err(|e| parse_error("federated credential", e))?;
+                self.federated_credentials.push((fc, loaded));
+            } else if kind.ends_with("/userassignedidentities") || (has("clientId") && has("principalId")) {
+                let identity = serde_json::from_value(item).map_err(|e| parse_error("managed identity", e))?;
+                self.identities.push((identity, loaded));
+            } else if kind == "microsoft.keyvault/vaults" {
+                let vault = serde_json::from_value(item).map_err(|e| parse_error("key vault", e))?;
+                self.vaults.push((vault, loaded));
+            } else if kind == "microsoft.authorization/roleassignments" || (has("principalId") && has("scope")) {
+                let assignment = serde_json::from_value(item).map_err(|e| parse_error("role assignment", e))?;
+                self.role_assignments.push((assignment, loaded));
+            } else {
+                return Err(invalid(
+                    line,
+                    "not the JSON of az identity show, az identity federated-credential list, az keyvault show or \
+                     az role assignment list"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing was given.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+            && self.federated_credentials.is_empty()
+            && self.vaults.is_empty()
+            && self.role_assignments.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn az_output_is_sorted_by_shape() {
+        let text = r#"[
+          {"clientId": "c", "principalId": "p", "name": "mi", "type": "Microsoft.ManagedIdentity/userAssignedIdentities"},
+          {"name": "fc", "issuer": "https://i/", "subject": "system:serviceaccount:a:b", "audiences": ["api://AzureADTokenExchange"],
+           "id": "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi/federatedIdentityCredentials/fc"},
+          {"name": "kv", "type": "Microsoft.KeyVault/vaults", "properties": {"accessPolicies": [{"objectId": "p"}]}},
+          {"principalId": "p", "scope": "/subscriptions/s", "roleDefinitionName": "Key Vault Secrets User"}
+        ]"#;
+        let az = AzureInputs::read("az.json", text).unwrap();
+        assert_eq!(az.identities[0].0.principal_id, "p");
+        assert_eq!(az.federated_credentials[0].0.identity_name(), Some("mi"));
+        assert_eq!(
+            az.vaults[0].0.properties.access_policies.as_ref().unwrap()[0].object_id,
+            "p"
+        );
+        assert_eq!(az.role_assignments[0].0.principal_id, "p");
+        assert_eq!(az.identities[0].1.source.as_ref().unwrap().line, 2);
+        let err = AzureInputs::read("x.json", r#"{"foo": 1}"#).unwrap_err().to_string();
+        assert!(err.contains("not the JSON of az identity show"), "{err}");
+    }
+}

@@ -1,0 +1,753 @@
+//! `wi-webhook doctor`: the mistakes that break workload identity and Key Vault delivery, found in manifests (and
+//! `az` output, and a cluster) before a pod fails. Each object is cross-referenced the way admission would see it:
+//! workload -> pod template -> ServiceAccount -> SecretProviderClass -> namespace labels -> webhook selectors; the
+//! engine itself runs on every opted-in pod template, so everything it warns about or refuses is found here too,
+//! with the same [`Code`]s.
+
+mod azure;
+pub mod cluster;
+mod load;
+mod output;
+mod selection;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+use wi_contract::*;
+
+use crate::cli::pod_of;
+use crate::config::Config;
+use crate::diagnostics::{Code, Severity, Warning};
+use crate::mutate::diagnostics::{check_class, warn_identity, warn_lookalikes};
+use crate::mutate::{self, ClassLookup, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
+
+pub use azure::AzureInputs;
+pub use load::{LoadError, Loaded, Source, load_paths, parse_text};
+pub use output::{Format, render};
+
+/// The object a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectRef {
+    /// `Deployment`, `ServiceAccount`, ..., or `ManagedIdentity`, `FederatedCredential`, `KeyVault`,
+    /// `RoleAssignment` for the Azure side.
+    pub kind: String,
+    /// The namespace of a namespaced Kubernetes object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// One mistake found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Which mistake.
+    pub code: Code,
+    /// How bad (`--strict` reports warnings as errors).
+    pub severity: Severity,
+    /// The object at fault.
+    pub object: ObjectRef,
+    /// The file it was read from (`None` for objects read from the cluster).
+    pub file: Option<String>,
+    /// The line of the object or of the key at fault.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key and the value.
+    pub message: String,
+    /// The fix, in one line.
+    pub fix: String,
+}
+
+/// What doctor needs besides the objects.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The engine's settings (the webhook's `--tenant-id` in particular).
+    pub config: Config,
+    /// The cluster's service account issuer URL (`--issuer`), checked against federated credentials.
+    pub issuer: Option<String>,
+    /// The namespace of objects that name none (kubectl's default: `default`).
+    pub default_namespace: String,
+    /// Warnings are errors.
+    pub strict: bool,
+}
+
+const WORKLOAD_KINDS: &[&str] = &[
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+];
+
+/// Pod annotations that only mean something to this webhook (or the upstream one): a pod template using them
+/// expects to be injected.
+const POD_KEYS: &[&str] = &[
+    SECRET_PROVIDER_CLASS_ANNOTATION,
+    SECRETS_DELIVERY_ANNOTATION,
+    SECRETS_MOUNT_PATH_ANNOTATION,
+    SECRETS_CONTAINERS_ANNOTATION,
+    SKIP_CONTAINERS_ANNOTATION,
+    TOKEN_EXPIRATION_ANNOTATION,
+    INJECT_PROXY_SIDECAR_ANNOTATION,
+];
+
+/// Runs every check over the objects and the Azure side; findings in input order, each object's together.
+pub fn check(objects: &[Loaded], azure: &AzureInputs, options: &Options) -> Vec<Finding> {
+    let doctor = Doctor::new(objects, options);
+    let mut out = Findings::new(options.strict);
+    let mut class_users: HashMap<(String, String), Vec<Identity>> = HashMap::new();
+    for w in objects.iter().filter(|o| WORKLOAD_KINDS.contains(&o.kind())) {
+        doctor.check_workload(w, &mut class_users, &mut out);
+    }
+    for (loaded, sa) in doctor.service_accounts.values() {
+        doctor.check_service_account(loaded, sa, &mut out);
+    }
+    for (key, class) in &doctor.classes {
+        let users = class_users
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| vec![(None, options.config.tenant_id.clone())]);
+        for identity in users {
+            doctor.check_class(class, &identity, &mut out);
+        }
+    }
+    azure_checks(&doctor, azure, options, &mut out);
+    out.sorted(objects)
+}
+
+/// Client id and tenant id a pod signs in with.
+type Identity = (Option<String>, Option<String>);
+
+struct Doctor<'a> {
+    options: &'a Options,
+    service_accounts: BTreeMap<(String, String), (&'a Loaded, ServiceAccount)>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    classes: BTreeMap<(String, String), &'a Loaded>,
+    webhooks: Vec<&'a Loaded>,
+}
+
+impl<'a> Doctor<'a> {
+    fn new(objects: &'a [Loaded], options: &'a Options) -> Self {
+        let mut doctor = Doctor {
+            options,
+            service_accounts: BTreeMap::new(),
+            namespaces: HashMap::new(),
+            classes: BTreeMap::new(),
+            webhooks: Vec::new(),
+        };
+        for o in objects {
+            let key = (doctor.namespace_of(o), o.name().to_owned());
+            match o.kind() {
+                "ServiceAccount" => {
+                    if let Ok(mut sa) = ServiceAccount::from_object(&o.object) {
+                        sa.namespace = key.0.clone();
+                        doctor.service_accounts.insert(key, (o, sa));
+                    }
+                }
+                "Namespace" => {
+                    let labels = mutate::namespace_labels(&o.object).unwrap_or_default();
+                    doctor.namespaces.insert(key.1, labels);
+                }
+                "SecretProviderClass" => {
+                    doctor.classes.insert(key, o);
+                }
+                "MutatingWebhookConfiguration" => doctor.webhooks.push(o),
+                _ => {}
+            }
+        }
+        doctor
+    }
+
+    fn namespace_of(&self, o: &Loaded) -> String {
+        o.object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.options.default_namespace)
+            .to_owned()
+    }
+
+    /// A namespace's labels as the API server has them: with `kubernetes.io/metadata.name`.
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self.namespaces.get(namespace).cloned().unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".to_owned(), namespace.to_owned());
+        labels
+    }
+
+    fn check_workload(
+        &self,
+        w: &Loaded,
+        class_users: &mut HashMap<(String, String), Vec<Identity>>,
+        out: &mut Findings,
+    ) {
+        let at = |key: Option<&str>| Site::of(w, object_ref(w, &self.namespace_of(w)), key);
+        let pod = match pod_of(w.object.clone()) {
+            Ok(pod) => pod,
+            Err(message) => return out.push(Code::MalformedPod, at(None), message, None),
+        };
+        let namespace = self.namespace_of(w);
+        let ns_labels = self.namespace_labels(&namespace);
+        let opt_in = mutate::opt_in(&pod, Some(&ns_labels));
+        for warning in &opt_in.warnings {
+            out.push(warning.code, at(Some(USE_LABEL)), warning.message.clone(), None);
+        }
+        let template_label = mutate::at(&pod, &["metadata", "labels", USE_LABEL]).and_then(Value::as_str);
+        let own_label = mutate::at(&w.object, &["metadata", "labels", USE_LABEL]).and_then(Value::as_str);
+        if w.kind() != "Pod" && own_label == Some("true") && template_label.is_none() {
+            out.push(
+                Code::UseLabelOnWorkload,
+                at(Some(USE_LABEL)),
+                format!(
+                    "the {} is labelled {USE_LABEL}: \"true\" but its pod template is not",
+                    w.kind()
+                ),
+                Some(format!(
+                    "spec.template.metadata.labels: {{{USE_LABEL}: \"true\"}} (the label on the {} itself does nothing)",
+                    w.kind()
+                )),
+            );
+        }
+
+        let sa_name = service_account_name(&pod);
+        let found_sa = self.service_accounts.get(&(namespace.clone(), sa_name.to_owned()));
+        let sa = match found_sa {
+            Some((_, sa)) => sa.clone(),
+            None => ServiceAccount {
+                name: sa_name.to_owned(),
+                namespace: namespace.clone(),
+                ..ServiceAccount::default()
+            },
+        };
+        let client_id = non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION));
+        let tenant_id = non_empty(sa.annotations.get(TENANT_ID_ANNOTATION)).or(self.options.config.tenant_id.clone());
+        let identity: Identity = (client_id.clone(), tenant_id);
+        let mut classes: Vec<String> = csi_classes(&pod);
+        classes.extend(secret_provider_class_name(&pod).map(str::to_owned));
+        for class in &classes {
+            class_users
+                .entry((namespace.clone(), class.clone()))
+                .or_default()
+                .push(identity.clone());
+        }
+
+        if !opt_in.opted_in {
+            if template_label.is_some() || own_label == Some("true") {
+                return; // opted out on purpose, or a label reported above
+            }
+            let mut reasons = Vec::new();
+            if let Some(id) = &client_id {
+                reasons.push(format!("{sa} has {CLIENT_ID_ANNOTATION}: {id}"));
+            }
+            let annotations = mutate::at(&pod, &["metadata", "annotations"]).and_then(Value::as_object);
+            for key in POD_KEYS {
+                if annotations.is_some_and(|a| a.contains_key(*key)) {
+                    reasons.push(format!("the pod template has annotation {key}"));
+                }
+            }
+            if !reasons.is_empty() {
+                out.push(
+                    Code::NotOptedIn,
+                    at(Some("template:")),
+                    format!(
+                        "the pod template is not labelled {USE_LABEL}: \"true\" (nor its namespace {namespace:?}), \
+                         yet {}",
+                        reasons.join("; ")
+                    ),
+                    Some(format!("spec.template.metadata.labels: {{{USE_LABEL}: \"true\"}}")),
+                );
+            }
+            return;
+        }
+
+        if let Some(why) = selection::not_sent(&self.webhooks, &ns_labels, &pod) {
+            out.push(Code::NotSelected, at(None), why, None);
+        }
+        if found_sa.is_none() {
+            out.push(
+                Code::ServiceAccountMissing,
+                at(Some("serviceAccountName")),
+                format!("{sa} is not among the objects read"),
+                Some(format!(
+                    "add {{apiVersion: v1, kind: ServiceAccount, metadata: {{name: {sa_name}, namespace: {namespace}, \
+                     annotations: {{{CLIENT_ID_ANNOTATION}: <the identity's clientId>}}}}}}"
+                )),
+            );
+        }
+        let class = secret_provider_class_name(&pod)
+            .and_then(|name| self.classes.get(&(namespace.clone(), name.to_owned())))
+            .map(|c| &c.object);
+        let inputs = Inputs {
+            namespace_labels: Some(&ns_labels),
+            service_account: &sa,
+            secret_provider_class: ClassLookup::from(class),
+        };
+        match mutate::mutate_with(&pod, opt_in, &inputs, &self.options.config) {
+            Ok(mutation) => {
+                for warning in mutation.warnings {
+                    let sa_codes = [Code::NoClientId, Code::NoTenant];
+                    if found_sa.is_none() && sa_codes.contains(&warning.code) {
+                        continue; // the missing ServiceAccount is the finding
+                    }
+                    self.push_engine_warning(w, &namespace, found_sa.map(|(l, _)| *l), &warning, out);
+                }
+            }
+            Err(denial) => out.push(denial.code(), at(None), denial.to_string(), None),
+        }
+    }
+
+    /// An engine warning, on the object it is about: the workload, its ServiceAccount or its class.
+    fn push_engine_warning(
+        &self,
+        w: &Loaded,
+        namespace: &str,
+        sa: Option<&Loaded>,
+        warning: &Warning,
+        out: &mut Findings,
+    ) {
+        let on_account = match warning.code {
+            Code::NoClientId | Code::ClientIdNotUuid | Code::TenantIdNotUuid | Code::NoTenant => true,
+            Code::LookAlikeKey => warning.message.contains(" on ServiceAccount "),
+            _ => false,
+        };
+        let class = |name: &str| self.classes.get(&(namespace.to_owned(), name.to_owned())).copied();
+        let site = match (on_account, sa, class_of(warning)) {
+            (true, Some(sa), _) => Site::of(sa, object_ref(sa, namespace), key_of(warning.code)),
+            (_, _, Some(name)) if class(name).is_some() => {
+                let c = class(name).unwrap_or(w);
+                Site::of(c, object_ref(c, namespace), key_of(warning.code))
+            }
+            _ => Site::of(w, object_ref(w, namespace), key_of(warning.code)),
+        };
+        out.push(warning.code, site, warning.message.clone(), None);
+    }
+
+    fn check_service_account(&self, loaded: &Loaded, sa: &ServiceAccount, out: &mut Findings) {
+        let client_id = non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION));
+        let tenant_id = non_empty(sa.annotations.get(TENANT_ID_ANNOTATION));
+        let mut warnings = Vec::new();
+        // Only what is wrong on the account itself: a missing client id matters only to pods that opt in.
+        warn_identity(sa, client_id.as_deref(), tenant_id.as_deref(), &mut warnings);
+        warnings
+            .retain(|w| (w.code == Code::ClientIdNotUuid) || (w.code == Code::TenantIdNotUuid && tenant_id.is_some()));
+        warn_lookalikes(&BTreeMap::new(), &BTreeMap::new(), sa, &mut warnings);
+        let site = |code| Site::of(loaded, object_ref(loaded, &sa.namespace), key_of(code));
+        for warning in warnings {
+            out.push(warning.code, site(warning.code), warning.message, None);
+        }
+        if let Some(value) = sa.annotations.get(TOKEN_EXPIRATION_ANNOTATION) {
+            let seconds = value.trim().parse::<i64>().ok();
+            if !seconds.is_some_and(|s| (MIN_TOKEN_EXPIRATION..=MAX_TOKEN_EXPIRATION).contains(&s)) {
+                out.push(
+                    Code::TokenExpiration,
+                    site(Code::TokenExpiration),
+                    format!(
+                        "annotation {TOKEN_EXPIRATION_ANNOTATION} on {sa} is {value:?}: expected a whole number of \
+                         seconds from {MIN_TOKEN_EXPIRATION} to {MAX_TOKEN_EXPIRATION}"
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn check_class(&self, loaded: &Loaded, identity: &Identity, out: &mut Findings) {
+        let namespace = self.namespace_of(loaded);
+        let mut warnings = Vec::new();
+        check_class(
+            loaded.name(),
+            &loaded.object,
+            (identity.0.as_deref(), identity.1.as_deref()),
+            true,
+            &mut warnings,
+        );
+        for warning in warnings {
+            let site = Site::of(loaded, object_ref(loaded, &namespace), key_of(warning.code));
+            out.push(warning.code, site, warning.message, None);
+        }
+    }
+}
+
+/// Where a finding points.
+struct Site {
+    object: ObjectRef,
+    file: Option<String>,
+    line: Option<usize>,
+}
+
+impl Site {
+    fn of(loaded: &Loaded, object: ObjectRef, key: Option<&str>) -> Self {
+        let source = loaded.source.as_ref();
+        Site {
+            object,
+            file: source.map(|s| s.file.clone()),
+            line: source.map(|s| key.map_or(s.line, |k| s.line_of(k))),
+        }
+    }
+}
+
+/// The findings so far; the same mistake found twice (by the engine and by doctor's own pass) is kept once.
+struct Findings {
+    strict: bool,
+    list: Vec<Finding>,
+    seen: HashSet<(Code, ObjectRef, String)>,
+}
+
+impl Findings {
+    fn new(strict: bool) -> Self {
+        Findings {
+            strict,
+            list: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn push(&mut self, code: Code, site: Site, message: String, fix: Option<String>) {
+        if !self.seen.insert((code, site.object.clone(), message.clone())) {
+            return;
+        }
+        let severity = match self.strict {
+            true => Severity::Error,
+            false => code.severity(),
+        };
+        self.list.push(Finding {
+            code,
+            severity,
+            object: site.object,
+            file: site.file,
+            line: site.line,
+            message,
+            fix: fix.unwrap_or_else(|| code.fix().to_owned()),
+        });
+    }
+
+    /// In the order the files were read (the Azure side last), then by line, object and code.
+    fn sorted(mut self, objects: &[Loaded]) -> Vec<Finding> {
+        let mut files: Vec<&str> = Vec::new();
+        for source in objects.iter().filter_map(|o| o.source.as_ref()) {
+            if !files.contains(&source.file.as_str()) {
+                files.push(&source.file);
+            }
+        }
+        let rank = |f: &Finding| {
+            let file = f.file.as_deref();
+            let position = file.and_then(|file| files.iter().position(|seen| *seen == file));
+            (
+                position.is_none(),
+                position,
+                file.map(str::to_owned),
+                f.line,
+                f.object.clone(),
+                f.code,
+            )
+        };
+        self.list.sort_by_cached_key(rank);
+        self.list
+    }
+}
+
+fn object_ref(o: &Loaded, namespace: &str) -> ObjectRef {
+    let cluster_scoped = ["Namespace", "MutatingWebhookConfiguration"].contains(&o.kind());
+    ObjectRef {
+        kind: o.kind().to_owned(),
+        namespace: (!cluster_scoped).then(|| namespace.to_owned()),
+        name: o.name().to_owned(),
+    }
+}
+
+fn non_empty(value: Option<&String>) -> Option<String> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// Classes a pod template mounts with the CSI driver directly.
+pub(crate) fn csi_classes(pod: &Value) -> Vec<String> {
+    let volumes = mutate::at(pod, &["spec", "volumes"]).and_then(Value::as_array);
+    volumes
+        .into_iter()
+        .flatten()
+        .filter(|v| mutate::at(v, &["csi", "driver"]).and_then(Value::as_str) == Some(CSI_DRIVER))
+        .filter_map(|v| mutate::at(v, &["csi", "volumeAttributes", "secretProviderClass"]).and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The class an engine warning names (`SecretProviderClass "NAME" ...`).
+fn class_of(warning: &Warning) -> Option<&str> {
+    let rest = warning.message.strip_prefix("SecretProviderClass \"")?;
+    rest.split('"').next()
+}
+
+/// The key whose line a finding of `code` points at.
+fn key_of(code: Code) -> Option<&'static str> {
+    Some(match code {
+        Code::NoClientId | Code::NoTenant => "metadata:",
+        Code::ClientIdNotUuid | Code::PrincipalIdAsClientId => CLIENT_ID_ANNOTATION,
+        Code::TenantIdNotUuid => TENANT_ID_ANNOTATION,
+        Code::TokenExpiration => TOKEN_EXPIRATION_ANNOTATION,
+        Code::ProviderNotAzure => "provider:",
+        Code::NodeIdentity => "useVMManagedIdentity",
+        Code::PodIdentity => "usePodIdentity",
+        Code::ClassWithoutClientId => "parameters:",
+        Code::ClientIdMismatch => "clientID",
+        Code::InvalidVaultName => "keyvaultName",
+        Code::InvalidObjects => "objects",
+        Code::TenantMismatch => "tenant",
+        Code::ClassNotFound | Code::SidecarRefusesClass => SECRET_PROVIDER_CLASS_ANNOTATION,
+        Code::UnknownContainer => "containers",
+        _ => return None,
+    })
+}
+
+const AUDIENCE: &str = DEFAULT_AUDIENCE;
+
+fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out: &mut Findings) {
+    let az_site = |loaded: &Loaded, kind: &str, name: &str| Site {
+        object: ObjectRef {
+            kind: kind.to_owned(),
+            namespace: None,
+            name: name.to_owned(),
+        },
+        file: loaded.source.as_ref().map(|s| s.file.clone()),
+        line: loaded.source.as_ref().map(|s| s.line),
+    };
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    for (identity, _) in &azure.identities {
+        // The ServiceAccounts that use this identity.
+        let users: Vec<&(&Loaded, ServiceAccount)> = doctor
+            .service_accounts
+            .values()
+            .filter(|(_, sa)| {
+                non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(&id, &identity.client_id))
+            })
+            .collect();
+        for (sa_loaded, sa) in doctor.service_accounts.values() {
+            if non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(&id, &identity.principal_id)) {
+                out.push(
+                    Code::PrincipalIdAsClientId,
+                    Site::of(
+                        sa_loaded,
+                        object_ref(sa_loaded, &sa.namespace),
+                        Some(CLIENT_ID_ANNOTATION),
+                    ),
+                    format!(
+                        "{sa}: {CLIENT_ID_ANNOTATION} is the principal (object) id of managed identity {}; its client \
+                         id is {}",
+                        identity.name, identity.client_id
+                    ),
+                    Some(format!("{CLIENT_ID_ANNOTATION}: {}", identity.client_id)),
+                );
+            }
+        }
+        let credentials: Vec<_> = azure
+            .federated_credentials
+            .iter()
+            .filter(|(fc, _)| {
+                fc.identity_name()
+                    .map_or(azure.identities.len() == 1, |n| same(n, &identity.name))
+            })
+            .collect();
+        let subject_of = |sa: &ServiceAccount| format!("system:serviceaccount:{}:{}", sa.namespace, sa.name);
+        if !azure.federated_credentials.is_empty() {
+            for (sa_loaded, sa) in &users {
+                if !credentials.iter().any(|(fc, _)| fc.subject == subject_of(sa)) {
+                    out.push(
+                        Code::FederatedCredentialMissing,
+                        Site::of(
+                            sa_loaded,
+                            object_ref(sa_loaded, &sa.namespace),
+                            Some(CLIENT_ID_ANNOTATION),
+                        ),
+                        format!(
+                            "no federated credential of managed identity {} has subject {}",
+                            identity.name,
+                            subject_of(sa)
+                        ),
+                        Some(format!(
+                            "az identity federated-credential create --identity-name {} -n {} --issuer <issuer> \
+                             --subject {} --audiences {AUDIENCE}",
+                            identity.name,
+                            sa.name,
+                            subject_of(sa)
+                        )),
+                    );
+                }
+            }
+        }
+        for (fc, fc_loaded) in &credentials {
+            let site = || {
+                az_site(
+                    fc_loaded,
+                    "FederatedCredential",
+                    &format!("{}/{}", identity.name, fc.name),
+                )
+            };
+            if !users.is_empty() && !users.iter().any(|(_, sa)| fc.subject == subject_of(sa)) {
+                let wanted: Vec<String> = users.iter().map(|(_, sa)| subject_of(sa)).collect();
+                out.push(
+                    Code::FederatedSubject,
+                    site(),
+                    format!(
+                        "subject {:?} names no ServiceAccount that uses managed identity {} ({})",
+                        fc.subject,
+                        identity.name,
+                        wanted.join(", ")
+                    ),
+                    Some(format!("--subject {}", wanted.join(" (or) "))),
+                );
+            }
+            if let Some(issuer) = &options.issuer
+                && fc.issuer != *issuer
+            {
+                let slash = fc.issuer.trim_end_matches('/') == issuer.trim_end_matches('/');
+                out.push(
+                    Code::FederatedIssuer,
+                    site(),
+                    format!(
+                        "issuer {:?} is not the cluster's {issuer:?}{}",
+                        fc.issuer,
+                        if slash {
+                            " (Entra ID compares them exactly, trailing slash included)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Some(format!("--issuer {issuer}")),
+                );
+            }
+            if fc.audiences != [AUDIENCE] {
+                out.push(
+                    Code::FederatedAudience,
+                    site(),
+                    format!(
+                        "audiences {:?}: the injected token's audience is {AUDIENCE}",
+                        fc.audiences
+                    ),
+                    Some(format!("--audiences {AUDIENCE}")),
+                );
+            }
+        }
+    }
+    // Key Vault grants: each vault against the identities meant to read it (named by a class for that vault, or
+    // every identity given when no class names the vault).
+    for (vault, vault_loaded) in &azure.vaults {
+        let meant: Vec<&azure::Identity> = {
+            let named = class_identities_for_vault(doctor, &vault.name);
+            let by_class: Vec<_> = azure
+                .identities
+                .iter()
+                .filter(|(i, _)| {
+                    named
+                        .iter()
+                        .any(|id| same(id, &i.client_id) || same(id, &i.principal_id))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            match by_class.is_empty() {
+                true => azure.identities.iter().map(|(i, _)| i).collect(),
+                false => by_class,
+            }
+        };
+        let rbac = vault.properties.enable_rbac_authorization == Some(true);
+        let policies = vault.properties.access_policies.as_deref().unwrap_or_default();
+        let in_scope = |scope: &str| {
+            let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+            !vault.id.is_empty() && vault.id.to_ascii_lowercase().starts_with(&scope)
+        };
+        let assignments: Vec<_> = azure
+            .role_assignments
+            .iter()
+            .filter(|(a, _)| a.scope.is_empty() || in_scope(&a.scope))
+            .collect();
+        for identity in meant {
+            let site = || az_site(vault_loaded, "KeyVault", &vault.name);
+            let policy_client = !rbac && policies.iter().any(|p| same(&p.object_id, &identity.client_id));
+            let role_client = assignments
+                .iter()
+                .find(|(a, _)| same(&a.principal_id, &identity.client_id));
+            if policy_client || role_client.is_some() {
+                let what = match policy_client {
+                    true => "an access policy".to_owned(),
+                    false => format!(
+                        "role assignment {:?}",
+                        role_client
+                            .and_then(|(a, _)| a.role_definition_name.clone())
+                            .unwrap_or_default()
+                    ),
+                };
+                out.push(
+                    Code::VaultAccessClientId,
+                    site(),
+                    format!(
+                        "{what} on vault {} names {}, the client id of managed identity {}; grants name its \
+                         principal (object) id {}",
+                        vault.name, identity.client_id, identity.name, identity.principal_id
+                    ),
+                    Some(match rbac {
+                        true => format!(
+                            "az role assignment create --role \"Key Vault Secrets User\" --assignee-object-id {} \
+                             --assignee-principal-type ServicePrincipal --scope {}",
+                            identity.principal_id, vault.id
+                        ),
+                        false => format!(
+                            "az keyvault set-policy -n {} --object-id {} --secret-permissions get list",
+                            vault.name, identity.principal_id
+                        ),
+                    }),
+                );
+                continue;
+            }
+            let policy_ok = !rbac && policies.iter().any(|p| same(&p.object_id, &identity.principal_id));
+            let role_ok = assignments
+                .iter()
+                .any(|(a, _)| same(&a.principal_id, &identity.principal_id));
+            // An RBAC vault is judged only when role assignments were given.
+            let judged = !rbac || !azure.role_assignments.is_empty();
+            if judged && !policy_ok && !role_ok {
+                out.push(
+                    Code::VaultAccessMissing,
+                    site(),
+                    format!(
+                        "no {} on vault {} names managed identity {} (principal id {})",
+                        if rbac {
+                            "role assignment"
+                        } else {
+                            "access policy or role assignment"
+                        },
+                        vault.name,
+                        identity.name,
+                        identity.principal_id
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// The client ids (or, in node identity mode, `userAssignedIdentityID`s) of the classes that read `vault`.
+fn class_identities_for_vault(doctor: &Doctor<'_>, vault: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for ((_, _), class) in &doctor.classes {
+        let params = class.object.pointer("/spec/parameters");
+        let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::trim);
+        if param("keyvaultName").is_some_and(|v| v.eq_ignore_ascii_case(vault)) {
+            ids.extend(
+                ["clientID", "userAssignedIdentityID"]
+                    .iter()
+                    .filter_map(|k| param(k))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    ids
+}
