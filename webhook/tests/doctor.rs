@@ -14,8 +14,7 @@ use serde_json::Value;
 use wi_webhook::diagnostics::Code;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
-const ISSUER: &str =
-    "https://westeurope.oic.prod-aks.azure.com/d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f/7b1c9d2e-3f4a-4b5c-8d6e-9f0a1b2c3d4e/";
+const ISSUER: &str = "https://westeurope.oic.prod-aks.azure.com/d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f/7b1c9d2e-3f4a-4b5c-8d6e-9f0a1b2c3d4e/";
 
 fn path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -148,7 +147,11 @@ fn text_output_groups_by_object_without_colour_when_piped() {
     assert!(report.contains("    at run time: "), "{report}");
     assert!(report.contains("    fix: "), "{report}");
     let coloured = doctor(
-        &[args.iter().map(String::as_str).collect::<Vec<_>>(), vec!["--color", "always"]].concat(),
+        &[
+            args.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["--color", "always"],
+        ]
+        .concat(),
         None,
     );
     assert!(text(&coloured.stdout).contains("\x1b[31merror\x1b[0m"));
@@ -186,7 +189,11 @@ fn the_projects_own_manifests_give_no_finding() {
     for dir in ["../manifests/examples", "../manifests"] {
         let out = doctor(&["-f", path(dir).to_str().unwrap(), "--tenant-id", TENANT], None);
         assert_eq!(out.status.code(), Some(0), "{dir}: {}", text(&out.stdout));
-        assert!(text(&out.stdout).starts_with("0 errors, 0 warnings in "), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).starts_with("0 errors, 0 warnings in "),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -241,7 +248,11 @@ fn unreadable_input_exits_2_naming_the_file_and_line() {
     let pod = path("tests/doctor/checks/WI202.yaml");
     let out = doctor(&["-f", pod.to_str().unwrap(), "--azure", az.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not the JSON of az identity show"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not the JSON of az identity show"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = doctor(&[], None);
     assert_eq!(out.status.code(), Some(2));
@@ -277,7 +288,12 @@ fn every_check_has_a_fixture_that_gives_exactly_its_code() {
     let mut failures = Vec::new();
     for fixture in &fixtures {
         let (expect, extra) = header(fixture);
-        let mut args = vec!["-f".to_owned(), fixture.display().to_string(), "-o".into(), "json".into()];
+        let mut args = vec![
+            "-f".to_owned(),
+            fixture.display().to_string(),
+            "-o".into(),
+            "json".into(),
+        ];
         args.extend(extra);
         let az = fixture.with_extension("az.json");
         if az.exists() {

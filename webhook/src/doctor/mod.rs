@@ -252,19 +252,23 @@ impl<'a> Doctor<'a> {
             let annotations = mutate::at(&pod, &["metadata", "annotations"]).and_then(Value::as_object);
             for key in POD_KEYS {
                 if annotations.is_some_and(|a| a.contains_key(*key)) {
-                    reasons.push(format!("the pod template has annotation {key}"));
+                    reasons.push(format!("it has annotation {key}"));
                 }
             }
             if !reasons.is_empty() {
+                let (what, labels) = match w.kind() {
+                    "Pod" => ("the pod", "metadata.labels"),
+                    "CronJob" => ("the pod template", "spec.jobTemplate.spec.template.metadata.labels"),
+                    _ => ("the pod template", "spec.template.metadata.labels"),
+                };
                 out.push(
                     Code::NotOptedIn,
                     at(Some("template:")),
                     format!(
-                        "the pod template is not labelled {USE_LABEL}: \"true\" (nor its namespace {namespace:?}), \
-                         yet {}",
+                        "{what} is not labelled {USE_LABEL}: \"true\" (nor its namespace {namespace:?}), yet {}",
                         reasons.join("; ")
                     ),
-                    Some(format!("spec.template.metadata.labels: {{{USE_LABEL}: \"true\"}}")),
+                    Some(format!("{labels}: {{{USE_LABEL}: \"true\"}}")),
                 );
             }
             return;

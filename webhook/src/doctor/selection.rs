@@ -108,9 +108,8 @@ fn matches(selector: Option<&Value>, labels: &BTreeMap<String, String>) -> Resul
             _ => false,
         };
         if !ok {
-            return Err(format!(
-                "requires {key} {operator} {values:?} (the value here: {have:?})"
-            ));
+            let here = have.map_or_else(|| "no such label here".to_owned(), |v| format!("here {v:?}"));
+            return Err(format!("requires {key} {operator} {values:?} ({here})"));
         }
     }
     Ok(())
