@@ -67,7 +67,7 @@ pub enum Command {
 pub struct EngineArgs {
     /// Tenant id injected as AZURE_TENANT_ID when the ServiceAccount has no azure.workload.identity/tenant-id
     /// annotation. Required by `serve`.
-    #[arg(long, env = "WI_TENANT_ID", value_name = "ID")]
+    #[arg(long, env = "WI_TENANT_ID", value_name = "ID", global = true)]
     pub tenant_id: Option<String>,
 
     /// Azure cloud, which sets AZURE_AUTHORITY_HOST: AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud,
@@ -467,12 +467,12 @@ pub struct DoctorArgs {
     /// JSON that az printed: `az identity show`, `az identity federated-credential list`, `az keyvault show`,
     /// `az role assignment list` (an object or an array each). Checks federated credentials and Key Vault grants
     /// against the ServiceAccounts. Repeatable.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
+    #[arg(long, value_name = "FILE", num_args = 1.., global = true)]
     pub azure: Vec<PathBuf>,
 
     /// The cluster's service account issuer URL (az aks show --query oidcIssuerProfile.issuerUrl -o tsv), which
     /// every federated credential must name exactly.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub issuer: Option<String>,
 
     /// Also read the objects from the cluster (KUBECONFIG, or the in-cluster service account), and check the
@@ -482,7 +482,7 @@ pub struct DoctorArgs {
 
     /// Namespace of the cluster objects to check, and of manifests that name none (default: the kubeconfig's
     /// namespace with --cluster, `default` for files).
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    #[arg(short = 'n', long, value_name = "NAMESPACE", global = true)]
     pub namespace: Option<String>,
 
     /// With --cluster, every namespace.
@@ -490,19 +490,26 @@ pub struct DoctorArgs {
     pub all_namespaces: bool,
 
     /// Output format: text (grouped by object), json (schema in the README) or sarif (for code scanning).
-    #[arg(short = 'o', long, value_name = "FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub output: crate::doctor::Format,
 
     /// Report warnings as errors (exit 1 on any finding).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub strict: bool,
 
     /// Colour in text output: auto (when standard output is a terminal and NO_COLOR is unset), always, never.
-    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto", global = true)]
     pub color: ColorArg,
 
     /// The webhook's MutatingWebhookConfiguration, checked with --cluster.
-    #[arg(long, value_name = "NAME", default_value = "wi-webhook")]
+    #[arg(long, value_name = "NAME", default_value = "wi-webhook", global = true)]
     pub webhook_configuration: String,
 
     #[command(flatten)]

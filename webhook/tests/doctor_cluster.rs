@@ -1,0 +1,179 @@
+//! `wi-webhook doctor --cluster` and `doctor pod NAME` against a real kube-apiserver and etcd (envtest style, see
+//! `common/envtest.rs`): the walkthrough's manifests applied with kubectl, the webhook's MutatingWebhookConfiguration
+//! from `manifests/base` with no caBundle and no endpoint behind its Service, the binary run with a kubeconfig as
+//! users run it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
+use serde_json::Value;
+
+const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
+
+/// The CRD the Secrets Store CSI driver installs (schema left open).
+const SECRET_PROVIDER_CLASS_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: secretproviderclasses.secrets-store.csi.x-k8s.io
+spec:
+  group: secrets-store.csi.x-k8s.io
+  names: {kind: SecretProviderClass, listKind: SecretProviderClassList, plural: secretproviderclasses, singular: secretproviderclass}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+fn run(program: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("WI_TENANT_ID")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn apply(kubeconfig: &Path, yaml: &str) {
+    let out = run("kubectl", kubeconfig, &["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn doctor(kubeconfig: &Path, args: &[&str]) -> Output {
+    run(
+        env!("CARGO_BIN_EXE_wi-webhook"),
+        kubeconfig,
+        &[&["doctor"], args].concat(),
+        None,
+    )
+}
+
+fn codes(out: &Output) -> Vec<String> {
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut codes: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect();
+    codes.sort();
+    codes
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(envtest),
+    ignore = "needs a control plane: KUBEBUILDER_ASSETS naming a folder with kube-apiserver and etcd"
+)]
+async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
+    let plane = ControlPlane::start(Options::default()).await;
+    let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
+    apply(&admin, SECRET_PROVIDER_CLASS_CRD);
+    let established = common::process::eventually(Duration::from_secs(30), async || {
+        run("kubectl", &admin, &["get", "secretproviderclasses", "-A"], None)
+            .status
+            .success()
+    })
+    .await;
+    assert!(established, "the SecretProviderClass CRD was not served in 30 s");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    apply(
+        &admin,
+        &std::fs::read_to_string(root.join("tests/doctor/walkthrough/manifests.yaml")).unwrap(),
+    );
+    // The webhook registered as manifests/base does, with no caBundle yet and nothing behind its Service.
+    let base = root.join("../manifests/base");
+    let mut webhook = String::new();
+    for file in ["namespace.yaml", "service.yaml", "mutatingwebhookconfiguration.yaml"] {
+        webhook += &std::fs::read_to_string(base.join(file)).unwrap();
+        webhook += "\n---\n";
+    }
+    apply(&admin, &webhook);
+    // A pod the webhook never saw: not labelled, in an unlabelled namespace.
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: plain, namespace: default}\n\
+         spec: {serviceAccountName: my-app-sa, containers: [{name: app, image: nginx}]}\n",
+    );
+
+    let all = doctor(&admin, &["--cluster", "-A", "-o", "json", "--tenant-id", TENANT]);
+    assert_eq!(all.status.code(), Some(1), "{}", String::from_utf8_lossy(&all.stderr));
+    // The walkthrough's three Kubernetes mistakes (the fourth is on the Azure side), the plain pod under the
+    // workload identity account, and the webhook without caBundle or endpoints.
+    assert_eq!(
+        codes(&all),
+        ["WI102", "WI102", "WI106", "WI106", "WI107", "WI404", "WI408"]
+    );
+    let report: Value = serde_json::from_slice(&all.stdout).unwrap();
+    for finding in report["findings"].as_array().unwrap() {
+        assert!(finding["file"].is_null() && finding["line"].is_null(), "{finding}");
+    }
+    let endpoints = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "WI107")
+        .unwrap();
+    assert_eq!(endpoints["object"]["kind"], "Service");
+    assert_eq!(endpoints["object"]["namespace"], "wi-system");
+
+    // One namespace: the webhook findings stay (they are about the cluster), the objects are those of wi-system.
+    let scoped = doctor(
+        &admin,
+        &["--cluster", "-n", "wi-system", "-o", "json", "--tenant-id", TENANT],
+    );
+    assert_eq!(codes(&scoped), ["WI106", "WI106", "WI107"]);
+
+    // doctor pod: why it was not injected, and what is wrong around it.
+    let pod = doctor(&admin, &["pod", "plain", "-n", "default", "--tenant-id", TENANT]);
+    let text = String::from_utf8_lossy(&pod.stdout);
+    assert_eq!(
+        pod.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&pod.stderr)
+    );
+    assert!(
+        text.starts_with(
+            "pod plain was not injected: neither the pod nor its namespace is labelled azure.workload.identity/use"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("error WI102 cluster: the pod is not labelled"), "{text}");
+    let missing = doctor(&admin, &["pod", "ghost", "-n", "default"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no pod default/ghost"));
+
+    // Without the configuration, the webhook is not registered at all.
+    let out = run(
+        "kubectl",
+        &admin,
+        &["delete", "mutatingwebhookconfiguration", "wi-webhook"],
+        None,
+    );
+    assert!(out.status.success());
+    let gone = doctor(&admin, &["--cluster", "-n", "wi-system", "-o", "json"]);
+    assert_eq!(codes(&gone), ["WI105"]);
+}
