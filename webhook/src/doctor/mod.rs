@@ -641,6 +641,33 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
             }
         }
     }
+    // A class signing in as an identity of another tenant.
+    for class in doctor.classes.values() {
+        let params = class.object.pointer("/spec/parameters");
+        let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::trim);
+        let (Some(client_id), Some(tenant)) = (param("clientID"), param("tenantId").or_else(|| param("tenantID")))
+        else {
+            continue;
+        };
+        for (identity, _) in &azure.identities {
+            if let Some(home) = &identity.tenant_id
+                && same(client_id, &identity.client_id)
+                && !same(tenant, home)
+            {
+                let namespace = doctor.namespace_of(class);
+                out.push(
+                    Code::TenantMismatch,
+                    Site::of(class, object_ref(class, &namespace), key_of(Code::TenantMismatch)),
+                    format!(
+                        "SecretProviderClass {:?} tenantId {tenant} is not the tenant of managed identity {} ({home})",
+                        class.name(),
+                        identity.name
+                    ),
+                    Some(format!("tenantId: {home}")),
+                );
+            }
+        }
+    }
     // Key Vault grants: each vault against the identities meant to read it (named by a class for that vault, or
     // every identity given when no class names the vault).
     for (vault, vault_loaded) in &azure.vaults {
