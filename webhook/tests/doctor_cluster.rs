@@ -11,28 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
+use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD};
 use serde_json::Value;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
-
-/// The CRD the Secrets Store CSI driver installs (schema left open).
-const SECRET_PROVIDER_CLASS_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: secretproviderclasses.secrets-store.csi.x-k8s.io
-spec:
-  group: secrets-store.csi.x-k8s.io
-  names: {kind: SecretProviderClass, listKind: SecretProviderClassList, plural: secretproviderclasses, singular: secretproviderclass}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
 
 fn run(program: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(program)

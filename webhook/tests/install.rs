@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::envtest::{ADMIN_TOKEN, ControlPlane, Options};
+use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD};
 use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use common::{TENANT, eventually, provider};
 use http_body_util::{BodyExt, Full};
@@ -159,24 +159,6 @@ fn port(container: &Value, name: &str) -> u16 {
         .and_then(|p| p["containerPort"].as_u64())
         .unwrap_or_else(|| panic!("the container declares no port {name}")) as u16
 }
-
-/// The CRD the Secrets Store CSI driver installs (schema left open: the webhook reads `spec.parameters`).
-const SECRET_PROVIDER_CLASS_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: secretproviderclasses.secrets-store.csi.x-k8s.io
-spec:
-  group: secrets-store.csi.x-k8s.io
-  names: {kind: SecretProviderClass, listKind: SecretProviderClassList, plural: secretproviderclasses, singular: secretproviderclass}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
 
 fn env_of(pod: &Pod) -> BTreeMap<String, String> {
     pod.spec.as_ref().unwrap().containers[0]

@@ -324,15 +324,13 @@ impl<'a> Doctor<'a> {
             Code::LookAlikeKey => warning.message.contains(" on ServiceAccount "),
             _ => false,
         };
-        let class = |name: &str| self.classes.get(&(namespace.to_owned(), name.to_owned())).copied();
-        let site = match (on_account, sa, class_of(warning)) {
-            (true, Some(sa), _) => Site::of(sa, object_ref(sa, namespace), key_of(warning.code)),
-            (_, _, Some(name)) if class(name).is_some() => {
-                let c = class(name).unwrap_or(w);
-                Site::of(c, object_ref(c, namespace), key_of(warning.code))
-            }
-            _ => Site::of(w, object_ref(w, namespace), key_of(warning.code)),
+        let class = class_of(warning).and_then(|name| self.classes.get(&(namespace.to_owned(), name.to_owned())));
+        let on = match (on_account, sa, class) {
+            (true, Some(sa), _) => sa,
+            (_, _, Some(class)) => class,
+            _ => w,
         };
+        let site = Site::of(on, object_ref(on, namespace), key_of(warning.code));
         out.push(warning.code, site, warning.message.clone(), None);
     }
 

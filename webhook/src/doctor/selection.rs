@@ -15,9 +15,7 @@ pub(super) fn not_sent(
     namespace_labels: &BTreeMap<String, String>,
     pod: &Value,
 ) -> Option<String> {
-    let pod_labels = crate::mutate::at(pod, &["metadata", "labels"])
-        .map(|l| mutate_labels(Some(l)))
-        .unwrap_or_default();
+    let pod_labels = mutate::string_map(mutate::at(pod, &["metadata", "labels"]));
     let mut reasons = Vec::new();
     for configuration in configurations {
         let hooks = configuration.object.get("webhooks").and_then(Value::as_array);
@@ -46,17 +44,6 @@ pub(super) fn not_sent(
     ))
 }
 
-fn mutate_labels(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A webhook of this project (or the upstream one: same path) with a rule for pod CREATE.
 fn serves_pods(hook: &Value) -> bool {
     let path = mutate::at(hook, &["clientConfig", "service", "path"])
@@ -83,7 +70,7 @@ fn matches(selector: Option<&Value>, labels: &BTreeMap<String, String>) -> Resul
     let Some(selector) = selector else {
         return Ok(());
     };
-    for (key, want) in mutate_labels(selector.get("matchLabels")) {
+    for (key, want) in mutate::string_map(selector.get("matchLabels")) {
         if labels.get(&key) != Some(&want) {
             return Err(format!("needs label {key}={want}"));
         }

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub(super) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+/// The string entries of a JSON object (labels, annotations); empty for anything else.
+pub(crate) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
     value
         .and_then(Value::as_object)
         .map(|m| {

@@ -101,6 +101,24 @@ pub struct ControlPlane {
 
 pub const ADMIN_TOKEN: &str = "envtest-admin-token";
 
+/// The CRD the Secrets Store CSI driver installs (schema left open: the webhook reads `spec.parameters`).
+pub const SECRET_PROVIDER_CLASS_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: secretproviderclasses.secrets-store.csi.x-k8s.io
+spec:
+  group: secrets-store.csi.x-k8s.io
+  names: {kind: SecretProviderClass, listKind: SecretProviderClassList, plural: secretproviderclasses, singular: secretproviderclass}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
 impl ControlPlane {
     pub async fn start(options: Options) -> Self {
         // As wi-webhook's main does: in a workspace build rustls has both ring and aws-lc-rs, and the clients
