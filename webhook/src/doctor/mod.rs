@@ -10,7 +10,7 @@ mod load;
 mod output;
 mod selection;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use wi_contract::*;
@@ -375,8 +375,26 @@ impl<'a> Doctor<'a> {
         );
         for warning in warnings {
             let site = Site::of(loaded, object_ref(loaded, &namespace), key_of(warning.code));
-            out.push(warning.code, site, warning.message, None);
+            let fix = class_fix(warning.code, identity);
+            out.push(warning.code, site, warning.message, fix);
         }
+    }
+}
+
+/// The corrected parameters of a class, when the identity of the pods that use it is known.
+fn class_fix(code: Code, (client_id, tenant_id): &Identity) -> Option<String> {
+    match (code, client_id, tenant_id) {
+        (Code::NodeIdentity, Some(id), _) => Some(format!(
+            "parameters: {{useVMManagedIdentity: \"false\", clientID: \"{id}\"}}, and remove userAssignedIdentityID"
+        )),
+        (Code::PodIdentity, Some(id), _) => {
+            Some(format!("parameters: {{usePodIdentity: \"false\", clientID: \"{id}\"}}"))
+        }
+        (Code::ClassWithoutClientId | Code::ClientIdMismatch, Some(id), _) => {
+            Some(format!("parameters: {{clientID: \"{id}\"}}"))
+        }
+        (Code::TenantMismatch, _, Some(tenant)) => Some(format!("parameters: {{tenantId: \"{tenant}\"}}")),
+        _ => None,
     }
 }
 
@@ -402,7 +420,8 @@ impl Site {
 struct Findings {
     strict: bool,
     list: Vec<Finding>,
-    seen: HashSet<(Code, ObjectRef, String)>,
+    /// Each finding's place in `list`, by what makes it the same.
+    seen: HashMap<(Code, ObjectRef, String), usize>,
 }
 
 impl Findings {
@@ -410,14 +429,20 @@ impl Findings {
         Findings {
             strict,
             list: Vec::new(),
-            seen: HashSet::new(),
+            seen: HashMap::new(),
         }
     }
 
+    /// Adds a finding; one found again keeps its first place and takes the more specific fix.
     fn push(&mut self, code: Code, site: Site, message: String, fix: Option<String>) {
-        if !self.seen.insert((code, site.object.clone(), message.clone())) {
+        let key = (code, site.object.clone(), message.clone());
+        if let Some(&index) = self.seen.get(&key) {
+            if let Some(fix) = fix {
+                self.list[index].fix = fix;
+            }
             return;
         }
+        self.seen.insert(key, self.list.len());
         let severity = match self.strict {
             true => Severity::Error,
             false => code.severity(),
