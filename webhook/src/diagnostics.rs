@@ -247,8 +247,9 @@ impl fmt::Display for Code {
     }
 }
 
-/// An admission warning with its code: the message is what the API server shows the requester.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An admission warning with its code: the message is what the API server shows the requester. Its `Debug` (what
+/// the admission log line shows) is `"WI202: message"`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Warning {
     /// Which mistake.
     pub code: Code,
@@ -276,6 +277,12 @@ impl PartialEq<&str> for Warning {
     }
 }
 
+impl fmt::Debug for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}: {}\"", self.code, self.message.escape_debug())
+    }
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -300,5 +307,13 @@ mod tests {
             assert!(!code.title().is_empty() && !code.runtime().is_empty() && !code.fix().is_empty());
         }
         assert_eq!(Code::parse("WI999"), None);
+    }
+
+    #[test]
+    fn a_warning_shows_its_code_in_logs_and_only_its_message_to_requesters() {
+        let w = Warning::new(Code::NoClientId, "ServiceAccount a/b has no \"client-id\"".to_owned());
+        assert_eq!(format!("{:?}", [&w]), r#"["WI202: ServiceAccount a/b has no \"client-id\""]"#);
+        assert_eq!(w.to_string(), "ServiceAccount a/b has no \"client-id\"");
+        assert!(w == "ServiceAccount a/b has no \"client-id\"");
     }
 }
