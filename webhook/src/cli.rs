@@ -658,6 +658,10 @@ fn run_doctor(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -
                     objects.extend(cluster::read(&client, &scope).await.map_err(|e| unreadable(&e))?);
                 }
             }
+            if options.config.tenant_id.is_none() {
+                options.config.tenant_id =
+                    cluster::webhook_tenant(&client, &objects, &args.webhook_configuration).await;
+            }
             webhook_findings = cluster::check_webhook(&client, &objects, &args.webhook_configuration)
                 .await
                 .map_err(|e| unreadable(&e))?;
@@ -682,14 +686,8 @@ fn run_doctor(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
-    if let (Some(verdict), doctor::Format::Text) = (&verdict, args.output) {
-        writeln!(stdout, "{verdict}\n")?;
-    }
-    write!(
-        stdout,
-        "{}",
-        doctor::render(&findings, objects.len(), args.output, colour)
-    )?;
+    let report = doctor::render(&findings, objects.len(), args.output, colour, verdict.as_deref());
+    write!(stdout, "{report}")?;
     let errors = findings
         .iter()
         .filter(|f| f.severity == crate::diagnostics::Severity::Error)

@@ -312,7 +312,10 @@ mod tests {
     #[test]
     fn a_warning_shows_its_code_in_logs_and_only_its_message_to_requesters() {
         let w = Warning::new(Code::NoClientId, "ServiceAccount a/b has no \"client-id\"".to_owned());
-        assert_eq!(format!("{:?}", [&w]), r#"["WI202: ServiceAccount a/b has no \"client-id\""]"#);
+        assert_eq!(
+            format!("{:?}", [&w]),
+            r#"["WI202: ServiceAccount a/b has no \"client-id\""]"#
+        );
         assert_eq!(w.to_string(), "ServiceAccount a/b has no \"client-id\"");
         assert!(w == "ServiceAccount a/b has no \"client-id\"");
     }

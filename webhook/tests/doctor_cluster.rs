@@ -93,6 +93,28 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
         webhook += "\n---\n";
     }
     apply(&admin, &webhook);
+    // The webhook's own settings, as manifests/base deploys them (a ConfigMap from config.env, read through
+    // envFrom): doctor takes the tenant from there when --tenant-id is not given. No controller runs, so no pod.
+    apply(
+        &admin,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: wi-webhook-config-h8m2, namespace: wi-system}}\n\
+             data: {{WI_TENANT_ID: {TENANT}, WI_CLOUD: AzurePublicCloud}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: wi-webhook, namespace: wi-system}}\n\
+             spec:\n  selector: {{matchLabels: {{app: wi-webhook}}}}\n  template:\n    metadata: {{labels: {{app: wi-webhook}}}}\n\
+             \x20   spec:\n      containers:\n      - name: wi-webhook\n        image: wi-webhook\n        args: [serve]\n\
+             \x20       envFrom: [{{configMapRef: {{name: wi-webhook-config-h8m2}}}}]\n"
+        ),
+    );
+    // An opted-in workload under the walkthrough's account, which has no tenant-id annotation: the engine runs on
+    // its template, and only the webhook's own tenant keeps it from WI204.
+    apply(
+        &admin,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: opted, namespace: default}\n\
+         spec:\n  selector: {matchLabels: {app: opted}}\n  template:\n    metadata:\n      labels: {app: opted, \
+         azure.workload.identity/use: \"true\"}\n    spec: {serviceAccountName: my-app-sa, containers: [{name: app, \
+         image: nginx}]}\n",
+    );
     // A pod the webhook never saw: not labelled, in an unlabelled namespace.
     apply(
         &admin,
@@ -100,7 +122,8 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
          spec: {serviceAccountName: my-app-sa, containers: [{name: app, image: nginx}]}\n",
     );
 
-    let all = doctor(&admin, &["--cluster", "-A", "-o", "json", "--tenant-id", TENANT]);
+    // No --tenant-id: the webhook's own (from its ConfigMap) is used, so no WI204 "no tenant".
+    let all = doctor(&admin, &["--cluster", "-A", "-o", "json"]);
     assert_eq!(all.status.code(), Some(1), "{}", String::from_utf8_lossy(&all.stderr));
     // The walkthrough's three Kubernetes mistakes (the fourth is on the Azure side), the plain pod under the
     // workload identity account, and the webhook without caBundle or endpoints.
@@ -120,6 +143,10 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
         .unwrap();
     assert_eq!(endpoints["object"]["kind"], "Service");
     assert_eq!(endpoints["object"]["namespace"], "wi-system");
+
+    // Another configuration name: neither the registration nor the webhook's tenant is found.
+    let elsewhere = doctor(&admin, &["--cluster", "-A", "-o", "json", "--webhook-configuration", "other"]);
+    assert_eq!(codes(&elsewhere), ["WI102", "WI102", "WI105", "WI204", "WI404", "WI408"]);
 
     // One namespace: the webhook findings stay (they are about the cluster), the objects are those of wi-system.
     let scoped = doctor(
@@ -144,6 +171,12 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
         "{text}"
     );
     assert!(text.contains("error WI102 cluster: the pod is not labelled"), "{text}");
+    let json = doctor(&admin, &["pod", "plain", "-n", "default", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        report["verdict"].as_str().unwrap().starts_with("pod plain was not injected"),
+        "{report}"
+    );
     let missing = doctor(&admin, &["pod", "ghost", "-n", "default"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no pod default/ghost"));

@@ -260,3 +260,55 @@ pub fn verdict(pod: &Loaded, findings: &[Finding]) -> String {
         ),
     }
 }
+
+/// The webhook's own tenant (`WI_TENANT_ID` in the env of a Deployment in the namespace of the Service its
+/// MutatingWebhookConfiguration calls, or in the ConfigMap that env comes from), so that doctor judges tenants as
+/// the running webhook does. `None` when it is not there, not a UUID, or cannot be read.
+pub async fn webhook_tenant(client: &kube::Client, objects: &[Loaded], configuration: &str) -> Option<String> {
+    const KEY: &str = "WI_TENANT_ID";
+    let mwc = objects
+        .iter()
+        .find(|o| o.kind() == "MutatingWebhookConfiguration" && o.name() == configuration)?;
+    let namespace = mwc
+        .object
+        .pointer("/webhooks/0/clientConfig/service/namespace")
+        .and_then(Value::as_str)?;
+    let deployments = resource("apps", "v1", "Deployment", "deployments");
+    let list = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &deployments)
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let config_maps = resource("", "v1", "ConfigMap", "configmaps");
+    let config_maps: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &config_maps);
+    let uuid = |v: &str| uuid::Uuid::try_parse(v.trim()).is_ok().then(|| v.trim().to_owned());
+    for deployment in list.items {
+        let containers = deployment
+            .data
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array);
+        for container in containers.into_iter().flatten() {
+            let env = container.get("env").and_then(Value::as_array).into_iter().flatten();
+            for var in env {
+                if var.get("name").and_then(Value::as_str) == Some(KEY)
+                    && let Some(id) = var.get("value").and_then(Value::as_str).and_then(uuid)
+                {
+                    return Some(id);
+                }
+            }
+            let sources = container.get("envFrom").and_then(Value::as_array).into_iter().flatten();
+            for name in sources.filter_map(|s| crate::mutate::at(s, &["configMapRef", "name"]).and_then(Value::as_str))
+            {
+                let map = config_maps.get_opt(name).await.ok().flatten();
+                if let Some(id) = map.and_then(|m| {
+                    m.data
+                        .pointer(&format!("/data/{KEY}"))
+                        .and_then(Value::as_str)
+                        .and_then(uuid)
+                }) {
+                    return Some(id);
+                }
+            }
+        }
+    }
+    None
+}

@@ -19,11 +19,21 @@ pub enum Format {
     Sarif,
 }
 
-/// The report of `findings` (about `objects` objects read) in `format`.
-pub fn render(findings: &[Finding], objects: usize, format: Format, colour: bool) -> String {
+/// The report of `findings` (about `objects` objects read) in `format`; `verdict` is `doctor pod`'s answer to why
+/// the pod was or was not injected (first in text, `"verdict"` in json, absent from SARIF).
+pub fn render(findings: &[Finding], objects: usize, format: Format, colour: bool, verdict: Option<&str>) -> String {
     match format {
-        Format::Text => text(findings, objects, colour),
-        Format::Json => json_report(findings, objects).to_string() + "\n",
+        Format::Text => {
+            let head = verdict.map(|v| format!("{v}\n\n")).unwrap_or_default();
+            head + &text(findings, objects, colour)
+        }
+        Format::Json => {
+            let mut report = json_report(findings, objects);
+            if let Some(verdict) = verdict {
+                report["verdict"] = Value::from(verdict);
+            }
+            report.to_string() + "\n"
+        }
         Format::Sarif => sarif(findings).to_string() + "\n",
     }
 }
