@@ -5,7 +5,9 @@
 //! namespace's labels, its SecretProviderClass) to a JSON patch plus warnings, or a denial. [`review`] wraps it
 //! in AdmissionReview requests and responses; [`admission`] is the one path from a review to an answer (opt-in,
 //! [`lookup`]s, engine), which [`server`] serves over HTTPS with caches of the cluster's objects and [`cli`]'s
-//! `mutate` runs over files.
+//! `mutate` runs over files. Every mistake the engine warns about or refuses has a stable [`diagnostics::Code`];
+//! [`doctor`] finds those and the ones only a view of several objects shows (workload, ServiceAccount,
+//! SecretProviderClass, namespace, webhook configuration, the Azure side) in manifests, `az` output or a cluster.
 //!
 //! ```
 //! use serde_json::json;

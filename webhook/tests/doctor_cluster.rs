@@ -145,8 +145,14 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
     assert_eq!(endpoints["object"]["namespace"], "wi-system");
 
     // Another configuration name: neither the registration nor the webhook's tenant is found.
-    let elsewhere = doctor(&admin, &["--cluster", "-A", "-o", "json", "--webhook-configuration", "other"]);
-    assert_eq!(codes(&elsewhere), ["WI102", "WI102", "WI105", "WI204", "WI404", "WI408"]);
+    let elsewhere = doctor(
+        &admin,
+        &["--cluster", "-A", "-o", "json", "--webhook-configuration", "other"],
+    );
+    assert_eq!(
+        codes(&elsewhere),
+        ["WI102", "WI102", "WI105", "WI204", "WI404", "WI408"]
+    );
 
     // One namespace: the webhook findings stay (they are about the cluster), the objects are those of wi-system.
     let scoped = doctor(
@@ -174,7 +180,10 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
     let json = doctor(&admin, &["pod", "plain", "-n", "default", "-o", "json"]);
     let report: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(
-        report["verdict"].as_str().unwrap().starts_with("pod plain was not injected"),
+        report["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("pod plain was not injected"),
         "{report}"
     );
     let missing = doctor(&admin, &["pod", "ghost", "-n", "default"]);

@@ -67,7 +67,7 @@ pub struct Finding {
 }
 
 /// What doctor needs besides the objects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// The engine's settings (the webhook's `--tenant-id` in particular).
     pub config: Config,
@@ -77,6 +77,18 @@ pub struct Options {
     pub default_namespace: String,
     /// Warnings are errors.
     pub strict: bool,
+}
+
+impl Default for Options {
+    /// The webhook's defaults, no issuer, objects without a namespace in `default`, warnings as warnings.
+    fn default() -> Self {
+        Options {
+            config: Config::default(),
+            issuer: None,
+            default_namespace: "default".to_owned(),
+            strict: false,
+        }
+    }
 }
 
 const WORKLOAD_KINDS: &[&str] = &[
@@ -306,7 +318,7 @@ impl<'a> Doctor<'a> {
                     self.push_engine_warning(w, &namespace, found_sa.map(|(l, _)| *l), &warning, out);
                 }
             }
-            Err(denial) => out.push(denial.code(), at(None), denial.to_string(), None),
+            Err(denial) => out.push(denial.code(), at(key_of(denial.code())), denial.to_string(), None),
         }
     }
 
