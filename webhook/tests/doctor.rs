@@ -344,19 +344,19 @@ fn the_readme_lists_every_code() {
 
 #[test]
 fn a_fix_names_the_labels_path_of_the_workloads_kind() {
-    let cronjob = path("tests/doctor/checks/WI102-cronjob.yaml");
-    let out = doctor(&["-f", cronjob.to_str().unwrap(), "-o", "json"], None);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = |fixture: &str| {
+        let fixture = path(&format!("tests/doctor/checks/{fixture}"));
+        let out = doctor(&["-f", fixture.to_str().unwrap(), "-o", "json"], None);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let cronjob = report("WI102-cronjob.yaml");
     assert_eq!(
-        report["findings"][0]["fix"],
+        cronjob["findings"][0]["fix"],
         "spec.jobTemplate.spec.template.metadata.labels: {azure.workload.identity/use: \"true\"}"
     );
-    assert_eq!(report["findings"][0]["line"], 18, "the pod template's line");
-    let pod = path("tests/doctor/checks/WI102.yaml");
-    let out = doctor(&["-f", pod.to_str().unwrap(), "-o", "json"], None);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cronjob["findings"][0]["line"], 18, "the pod template's line");
     assert_eq!(
-        report["findings"][0]["fix"],
+        report("WI102.yaml")["findings"][0]["fix"],
         "metadata.labels: {azure.workload.identity/use: \"true\"}"
     );
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD};
+use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
 use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use common::{TENANT, eventually, provider};
 use http_body_util::{BodyExt, Full};
@@ -53,19 +53,7 @@ fn manifests() -> PathBuf {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run kubectl ({e}): the installation test applies manifests with it"));
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    run_with_kubeconfig("kubectl", kubeconfig, args, stdin)
 }
 
 fn text(output: &Output) -> String {

@@ -19,12 +19,25 @@ pub struct Scope {
     pub webhook_configuration: String,
 }
 
-/// Something the cluster would not tell.
+/// Something the cluster would not tell, or an object doctor could not read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {what} from the cluster: {source}")]
-pub struct ClusterError {
-    what: String,
-    source: kube::Error,
+pub enum ClusterError {
+    /// The API server refused or failed.
+    #[error("cannot read {what} from the cluster: {source}")]
+    Api {
+        /// What was asked for.
+        what: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// An object read could not be turned back into JSON.
+    #[error("cannot decode {what} read from the cluster: {source}")]
+    Decode {
+        /// Which object.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 /// (group, version, kind, plural, namespaced)
@@ -58,20 +71,26 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-fn to_loaded(mut object: DynamicObject, resource: &ApiResource) -> Loaded {
+fn to_loaded(mut object: DynamicObject, resource: &ApiResource) -> Result<Loaded, ClusterError> {
+    let what = format!(
+        "{} {}/{}",
+        resource.kind,
+        object.metadata.namespace.as_deref().unwrap_or_default(),
+        object.metadata.name.as_deref().unwrap_or_default()
+    );
     object.types = Some(TypeMeta {
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     });
-    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    let mut value = serde_json::to_value(object).map_err(|source| ClusterError::Decode { what, source })?;
     // What doctor never reads, and what makes a report of a cluster heavy.
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
-    Loaded {
+    Ok(Loaded {
         object: value,
         source: None,
-    }
+    })
 }
 
 /// Whether a controller made this object (its owner is what doctor checks).
@@ -98,7 +117,7 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<Vec<Loaded>, C
             // No Secrets Store CSI driver: no classes.
             Err(kube::Error::Api(e)) if e.code == 404 && *kind == "SecretProviderClass" => continue,
             Err(source) => {
-                return Err(ClusterError {
+                return Err(ClusterError::Api {
                     what: (*plural).to_owned(),
                     source,
                 });
@@ -106,7 +125,7 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<Vec<Loaded>, C
         };
         for object in list.items {
             if !controlled(&object) {
-                out.push(to_loaded(object, &ar));
+                out.push(to_loaded(object, &ar)?);
             }
         }
     }
@@ -118,14 +137,14 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<Vec<Loaded>, C
 pub async fn read_pod(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<Vec<Loaded>>, ClusterError> {
     let pods = resource("", "v1", "Pod", "pods");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &pods);
-    let pod = api.get_opt(name).await.map_err(|source| ClusterError {
+    let pod = api.get_opt(name).await.map_err(|source| ClusterError::Api {
         what: format!("pod {namespace}/{name}"),
         source,
     })?;
     let Some(pod) = pod else {
         return Ok(None);
     };
-    let pod = to_loaded(pod, &pods);
+    let pod = to_loaded(pod, &pods)?;
     let account = crate::mutate::service_account_name(&pod.object).to_owned();
     let mut classes = super::csi_classes(&pod.object);
     classes.extend(crate::mutate::secret_provider_class_name(&pod.object).map(str::to_owned));
@@ -212,7 +231,7 @@ pub async fn check_webhook(
     for (ns, svc) in services {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &slices);
         let params = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-        let list = api.list(&params).await.map_err(|source| ClusterError {
+        let list = api.list(&params).await.map_err(|source| ClusterError::Api {
             what: format!("the endpoints of Service {ns}/{svc}"),
             source,
         })?;

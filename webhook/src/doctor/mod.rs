@@ -19,7 +19,9 @@ use crate::cli::pod_of;
 use crate::config::Config;
 use crate::diagnostics::{Code, Severity, Warning};
 use crate::mutate::diagnostics::{check_class, warn_identity, warn_lookalikes};
-use crate::mutate::{self, ClassLookup, Inputs, ServiceAccount, secret_provider_class_name, service_account_name};
+use crate::mutate::{
+    self, ClassLookup, Inputs, ServiceAccount, non_empty, secret_provider_class_name, service_account_name,
+};
 
 pub use azure::AzureInputs;
 pub use load::{LoadError, Loaded, Source, load_paths, parse_text};
@@ -241,8 +243,10 @@ impl<'a> Doctor<'a> {
                 ..ServiceAccount::default()
             },
         };
-        let client_id = non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION));
-        let tenant_id = non_empty(sa.annotations.get(TENANT_ID_ANNOTATION)).or(self.options.config.tenant_id.clone());
+        let client_id = non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).map(str::to_owned);
+        let tenant_id = non_empty(sa.annotations.get(TENANT_ID_ANNOTATION))
+            .map(str::to_owned)
+            .or(self.options.config.tenant_id.clone());
         let identity: Identity = (client_id.clone(), tenant_id);
         let mut classes: Vec<String> = csi_classes(&pod);
         classes.extend(secret_provider_class_name(&pod).map(str::to_owned));
@@ -351,7 +355,7 @@ impl<'a> Doctor<'a> {
         let tenant_id = non_empty(sa.annotations.get(TENANT_ID_ANNOTATION));
         let mut warnings = Vec::new();
         // Only what is wrong on the account itself: a missing client id matters only to pods that opt in.
-        warn_identity(sa, client_id.as_deref(), tenant_id.as_deref(), &mut warnings);
+        warn_identity(sa, client_id, tenant_id, &mut warnings);
         warnings
             .retain(|w| (w.code == Code::ClientIdNotUuid) || (w.code == Code::TenantIdNotUuid && tenant_id.is_some()));
         warn_lookalikes(&BTreeMap::new(), &BTreeMap::new(), sa, &mut warnings);
@@ -359,19 +363,9 @@ impl<'a> Doctor<'a> {
         for warning in warnings {
             out.push(warning.code, site(warning.code), warning.message, None);
         }
-        if let Some(value) = sa.annotations.get(TOKEN_EXPIRATION_ANNOTATION) {
-            let seconds = value.trim().parse::<i64>().ok();
-            if !seconds.is_some_and(|s| (MIN_TOKEN_EXPIRATION..=MAX_TOKEN_EXPIRATION).contains(&s)) {
-                out.push(
-                    Code::TokenExpiration,
-                    site(Code::TokenExpiration),
-                    format!(
-                        "annotation {TOKEN_EXPIRATION_ANNOTATION} on {sa} is {value:?}: expected a whole number of \
-                         seconds from {MIN_TOKEN_EXPIRATION} to {MAX_TOKEN_EXPIRATION}"
-                    ),
-                    None,
-                );
-            }
+        // The engine's own reading of the lifetime, as for a pod without the annotation.
+        if let Err(denial) = mutate::token_expiration(&BTreeMap::new(), sa) {
+            out.push(denial.code(), site(denial.code()), denial.to_string(), None);
         }
     }
 
@@ -504,8 +498,11 @@ fn object_ref(o: &Loaded, namespace: &str) -> ObjectRef {
     }
 }
 
-fn non_empty(value: Option<&String>) -> Option<String> {
-    value.map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
+/// A parameter of a SecretProviderClass, trimmed.
+fn class_param<'a>(class: &'a Loaded, key: &str) -> Option<&'a str> {
+    mutate::at(&class.object, &["spec", "parameters", key])
+        .and_then(Value::as_str)
+        .map(str::trim)
 }
 
 /// Classes a pod template mounts with the CSI driver directly.
@@ -566,11 +563,11 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
             .service_accounts
             .values()
             .filter(|(_, sa)| {
-                non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(&id, &identity.client_id))
+                non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(id, &identity.client_id))
             })
             .collect();
         for (sa_loaded, sa) in doctor.service_accounts.values() {
-            if non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(&id, &identity.principal_id)) {
+            if non_empty(sa.annotations.get(CLIENT_ID_ANNOTATION)).is_some_and(|id| same(id, &identity.principal_id)) {
                 out.push(
                     Code::PrincipalIdAsClientId,
                     Site::of(
@@ -678,8 +675,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
     }
     // A class signing in as an identity of another tenant.
     for class in doctor.classes.values() {
-        let params = class.object.pointer("/spec/parameters");
-        let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::trim);
+        let param = |k: &str| class_param(class, k);
         let (Some(client_id), Some(tenant)) = (param("clientID"), param("tenantId").or_else(|| param("tenantID")))
         else {
             continue;
@@ -804,8 +800,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
 fn class_identities_for_vault(doctor: &Doctor<'_>, vault: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for ((_, _), class) in &doctor.classes {
-        let params = class.object.pointer("/spec/parameters");
-        let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::trim);
+        let param = |k: &str| class_param(class, k);
         if param("keyvaultName").is_some_and(|v| v.eq_ignore_ascii_case(vault)) {
             ids.extend(
                 ["clientID", "userAssignedIdentityID"]

@@ -52,7 +52,9 @@ impl SecretsPlan {
     }
 }
 
-pub(super) fn token_expiration(annotations: &BTreeMap<String, String>, sa: &ServiceAccount) -> Result<i64, Denial> {
+/// The token lifetime the pod gets: its own annotation, else its ServiceAccount's, else the default; a value out of
+/// range is a denial naming where it was read.
+pub(crate) fn token_expiration(annotations: &BTreeMap<String, String>, sa: &ServiceAccount) -> Result<i64, Denial> {
     // An empty value is no value, as upstream reads it: the pod's falls back to the ServiceAccount's, then the default.
     let (on, value) = match (
         non_empty(annotations.get(TOKEN_EXPIRATION_ANNOTATION)),

@@ -5,6 +5,7 @@ use crate::diagnostics::{Code, Warning};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+use wi_contract::spc::{self, ConfigError};
 use wi_contract::*;
 
 use super::annotations::SecretsPlan;
@@ -152,29 +153,21 @@ pub(crate) fn check_class(
             _ => {}
         }
     }
-    match non_empty(params.get("keyvaultName")) {
-        None => warn(
-            Code::InvalidVaultName,
-            format!("SecretProviderClass {name:?} has no keyvaultName parameter"),
-        ),
-        Some(vault) => {
-            if let Err(e) = wi_contract::spc::check_keyvault_name(vault) {
-                warn(Code::InvalidVaultName, format!("SecretProviderClass {name:?}: {e}"));
-            }
-        }
-    }
+    // A parameter the class must have, checked with the contract's own parser.
+    let mut required = |key: &str, code, check: &dyn Fn(&str) -> Result<(), ConfigError>| match non_empty(
+        params.get(key),
+    )
+    .map(check)
+    {
+        None => warn(code, format!("SecretProviderClass {name:?} has no {key} parameter")),
+        Some(Err(e)) => warn(code, format!("SecretProviderClass {name:?}: {e}")),
+        Some(Ok(())) => {}
+    };
+    required("keyvaultName", Code::InvalidVaultName, &spc::check_keyvault_name);
     if objects {
-        match non_empty(params.get("objects")) {
-            None => warn(
-                Code::InvalidObjects,
-                format!("SecretProviderClass {name:?} has no objects parameter"),
-            ),
-            Some(text) => {
-                if let Err(e) = wi_contract::spc::parse_objects(text) {
-                    warn(Code::InvalidObjects, format!("SecretProviderClass {name:?}: {e}"));
-                }
-            }
-        }
+        required("objects", Code::InvalidObjects, &|text| {
+            spc::parse_objects(text).map(drop)
+        });
     }
 }
 

@@ -21,18 +21,19 @@ mod sidecar;
 mod tests;
 mod values;
 
+pub(crate) use annotations::token_expiration;
 pub use denial::Denial;
 pub use inputs::{ClassLookup, Inputs, Mutation, ObjectError, ServiceAccount, namespace_labels};
 pub use opt_in::{OptIn, opt_in};
 pub use patch::Patch;
 pub use pod::{secret_provider_class_name, service_account_name};
-pub(crate) use values::{at, string_map};
+pub(crate) use values::{at, non_empty, string_map};
 
 use serde_json::Value;
 use wi_contract::*;
 
 use crate::config::Config;
-use annotations::{Delivery, check_proxy_annotations, name_list, secrets_plan, token_expiration};
+use annotations::{Delivery, check_proxy_annotations, name_list, secrets_plan};
 use diagnostics::{warn_identity, warn_lookalikes, warn_secret_provider_class, warn_unknown_names};
 use identity::{Identity, inject_containers, inject_volume, token_volume};
 use marker::{read_marker, record};

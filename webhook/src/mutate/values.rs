@@ -22,7 +22,8 @@ pub(crate) fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(value, |node, key| node.get(*key))
 }
 
-pub(super) fn non_empty(value: Option<&String>) -> Option<&str> {
+/// A value that is there and not blank, trimmed.
+pub(crate) fn non_empty(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 

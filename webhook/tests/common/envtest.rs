@@ -37,6 +37,30 @@ pub fn assets() -> PathBuf {
     dir
 }
 
+/// Runs `program` (kubectl, or a binary of this crate) against the cluster of `kubeconfig` (as `KUBECONFIG`, the
+/// way users point tools at a cluster), with `stdin` as its input; `WI_TENANT_ID` is not inherited.
+pub fn run_with_kubeconfig(
+    program: &str,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("WI_TENANT_ID")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Kills the process when dropped, however the test ends.
 pub struct Process(pub Child);
 
