@@ -48,7 +48,7 @@ fn admit(body: &[u8], inputs: &Inputs<'_>, config: &Config) -> Vec<u8> {
     let review = AdmissionReview::parse(body).unwrap();
     let pod = review.pod_create().unwrap();
     let outcome = mutate(pod.pod, inputs, config).map_err(Into::into);
-    serde_json::to_vec(&review.respond(&outcome)).unwrap()
+    review.respond(outcome).to_json().unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -103,7 +103,7 @@ pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Conf
             }
             Err(reason) => tracing::info!(result = "denied", %reason, "admission reviewed"),
         }
-        (review.respond(&result), outcome)
+        (review.respond(result), outcome)
     }
     .instrument(span)
     .await
@@ -174,7 +174,7 @@ async fn admit(State(state): State<Arc<Admission>>, headers: HeaderMap, body: By
     };
     let (response, outcome) = review(&parsed, state.lookup.as_ref(), &state.config).await;
     state.metrics.admitted(outcome, started.elapsed().as_secs_f64());
-    match serde_json::to_vec(&response) {
+    match response.to_json() {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,

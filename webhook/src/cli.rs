@@ -750,7 +750,9 @@ fn run_mutate(
                 runtime.block_on(admission::review(&review, &lookup, &config)).0
             }
         };
-        let text = serde_json::to_string_pretty(&response).map_err(|e| CliError::Write(e.into()))?;
+        let text = serde_json::to_value(&response)
+            .and_then(|value| serde_json::to_string_pretty(&value))
+            .map_err(|e| CliError::Write(e.into()))?;
         writeln!(stdout, "{text}")?;
         return Ok(());
     }

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::lookup::LookupError;
 use crate::metrics::Outcome;
-use crate::mutate::{Denial, Mutation, secret_provider_class_name, service_account_name};
+use crate::mutate::{Denial, Mutation, Patch, secret_provider_class_name, service_account_name};
 
 /// The AdmissionReview API versions the webhook accepts.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -259,23 +259,22 @@ impl AdmissionReview {
 
     /// The response for this request: allowed with the mutation's patch and warnings, or refused with the status
     /// [`Rejection::status`] chooses.
-    pub fn respond(&self, outcome: &Result<Mutation, Rejection>) -> ReviewResponse {
+    pub fn respond(&self, outcome: Result<Mutation, Rejection>) -> ReviewResponse {
         let uid = &self.request.uid;
         let refused = |rejection: &Rejection| {
             let (code, reason) = rejection.status();
             AdmissionResponse::denied(uid, rejection.to_string(), code, reason)
         };
         let response = match outcome {
-            Ok(mutation) => AdmissionResponse::allowed(uid, mutation)
-                .unwrap_or_else(|error| refused(&Rejection::Denied(Denial::Internal(error)))),
-            Err(rejection) => refused(rejection),
+            Ok(mutation) => AdmissionResponse::allowed(uid, mutation),
+            Err(rejection) => refused(&rejection),
         };
         response.into_review(&self.api_version)
     }
 
     /// The response that allows the request unchanged.
     pub fn allow_unchanged(&self) -> ReviewResponse {
-        self.respond(&Ok(Mutation::default()))
+        self.respond(Ok(Mutation::default()))
     }
 }
 
@@ -291,25 +290,20 @@ fn check_envelope(kind: Option<&str>, api_version: Option<&str>) -> Result<Strin
     Ok(api_version.to_owned())
 }
 
-/// The response half of an AdmissionReview.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+/// The response half of an AdmissionReview, encoded by [`ReviewResponse::to_json`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionResponse {
     /// The request's uid.
     pub uid: String,
     /// Whether the request is admitted.
     pub allowed: bool,
     /// Why a request is denied.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    /// The JSON patch, base64-encoded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<EncodedPatch>,
+    /// The JSON patch (base64-encoded in the response).
+    pub patch: Option<Patch>,
     /// Always `JSONPatch` when a patch is present.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
     /// Warnings shown to the requester (`kubectl` prints them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -324,52 +318,18 @@ pub struct Status {
     pub message: String,
 }
 
-/// A patch as the response carries it, base64 of its JSON, kept as the JSON string it is written as: base64 needs
-/// no escaping, so encoding the response copies it rather than scanning it character by character.
-#[derive(Debug, Clone)]
-pub struct EncodedPatch(Box<RawValue>);
-
-impl EncodedPatch {
-    /// Base64 of `json`.
-    pub fn new(json: &[u8]) -> Result<Self, String> {
-        let mut literal = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
-        literal.push('"');
-        base64::engine::general_purpose::STANDARD.encode_string(json, &mut literal);
-        literal.push('"');
-        RawValue::from_string(literal)
-            .map(EncodedPatch)
-            .map_err(|e| format!("cannot encode the patch: {e}"))
-    }
-}
-
-impl PartialEq for EncodedPatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
-
-impl Serialize for EncodedPatch {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
 impl AdmissionResponse {
-    /// Allowed, with the mutation's patch (omitted when empty) and warnings. A base64 string is always a JSON
-    /// string; if it were not, the error says why rather than an empty patch being sent.
-    pub fn allowed(uid: &str, mutation: &Mutation) -> Result<Self, String> {
-        let patch = match mutation.patch.is_empty() {
-            true => None,
-            false => Some(EncodedPatch::new(mutation.patch.to_json())?),
-        };
-        Ok(AdmissionResponse {
+    /// Allowed, with the mutation's patch (omitted when empty) and warnings.
+    pub fn allowed(uid: &str, mutation: Mutation) -> Self {
+        let patch = (!mutation.patch.is_empty()).then_some(mutation.patch);
+        AdmissionResponse {
             uid: uid.to_owned(),
             allowed: true,
             status: None,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: mutation.warnings.iter().map(|w| w.message.clone()).collect(),
-        })
+            warnings: mutation.warnings.into_iter().map(|w| w.message).collect(),
+        }
     }
 
     /// Denied with a message for the requester.
@@ -394,9 +354,9 @@ impl AdmissionResponse {
     }
 }
 
-/// An AdmissionReview carrying a response, encoded as it is (`serde_json::to_vec`), without building a `Value`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+/// An AdmissionReview carrying a response. [`to_json`](Self::to_json) is what the API server is sent; it is also
+/// what `Serialize` writes (for `serde_json`: `to_value` to read it, `to_string_pretty` of that to print it).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReviewResponse {
     /// The request's `apiVersion`.
     pub api_version: String,
@@ -404,6 +364,65 @@ pub struct ReviewResponse {
     pub kind: &'static str,
     /// The response.
     pub response: AdmissionResponse,
+}
+
+impl ReviewResponse {
+    /// The response as JSON, written in one pass into a buffer of its size: the patch is base64-encoded straight
+    /// into it (base64 needs no escaping), the strings are escaped by `serde_json`.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let r = &self.response;
+        let patch = r.patch.as_ref().map(Patch::to_json);
+        let encoded_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+        let texts = r.uid.len() + r.warnings.iter().map(|w| w.len() + 3).sum::<usize>();
+        let status = r.status.as_ref().map_or(0, |s| s.message.len() + 64);
+        let mut out = Vec::with_capacity(128 + self.api_version.len() + texts + status + encoded_len);
+        out.extend_from_slice(b"{\"apiVersion\":");
+        serde_json::to_writer(&mut out, &self.api_version)?;
+        out.extend_from_slice(b",\"kind\":");
+        serde_json::to_writer(&mut out, self.kind)?;
+        out.extend_from_slice(b",\"response\":{\"uid\":");
+        serde_json::to_writer(&mut out, &r.uid)?;
+        out.extend_from_slice(if r.allowed {
+            b",\"allowed\":true"
+        } else {
+            b",\"allowed\":false"
+        });
+        if let Some(status) = &r.status {
+            out.extend_from_slice(b",\"status\":");
+            serde_json::to_writer(&mut out, status)?;
+        }
+        if let Some(patch) = patch {
+            out.extend_from_slice(b",\"patch\":\"");
+            let start = out.len();
+            out.resize(start + encoded_len, 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(patch, &mut out[start..])
+                .map_err(serde::ser::Error::custom)?;
+            out.truncate(start + written);
+            out.push(b'"');
+        }
+        if let Some(patch_type) = r.patch_type {
+            out.extend_from_slice(b",\"patchType\":");
+            serde_json::to_writer(&mut out, patch_type)?;
+        }
+        if !r.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":");
+            serde_json::to_writer(&mut out, &r.warnings)?;
+        }
+        out.extend_from_slice(b"}}");
+        Ok(out)
+    }
+}
+
+impl Serialize for ReviewResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let json = self.to_json().map_err(S::Error::custom)?;
+        let text = String::from_utf8(json).map_err(S::Error::custom)?;
+        RawValue::from_string(text)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
+    }
 }
 
 /// Decodes the patch of a response produced by [`AdmissionReview::respond`], for tests and the CLI.
@@ -475,7 +494,7 @@ mod tests {
         ))
         .unwrap();
         let denied =
-            serde_json::to_value(parsed.respond(&Err(Denial::ContainerNameConflict("wi-sidecar").into()))).unwrap();
+            serde_json::to_value(parsed.respond(Err(Denial::ContainerNameConflict("wi-sidecar").into()))).unwrap();
         assert_eq!(denied["apiVersion"], api_version);
         assert_eq!(denied["kind"], "AdmissionReview");
         assert_eq!(denied["response"]["uid"], "abc-123");
@@ -489,6 +508,58 @@ mod tests {
         );
     }
 
+    /// The response is written by hand: every field, in the order and with the escaping `serde_json` gives.
+    #[test]
+    fn the_response_is_the_json_the_api_server_reads() {
+        let parsed = AdmissionReview::from_value(review(
+            "admission.k8s.io/v1beta1",
+            json!({"uid": "u\"1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                   "object": {}}),
+        ))
+        .unwrap();
+        // A real patch: the engine's, on a pod with one container.
+        let pod = json!({"metadata": {"name": "p", "labels": {"azure.workload.identity/use": "true"}},
+                         "spec": {"containers": [{"name": "a"}]}});
+        let sa = crate::mutate::ServiceAccount::from_object(&json!({"metadata": {"name": "s", "namespace": "n",
+            "annotations": {"azure.workload.identity/client-id": "6f1c6b3e-0000-4000-8000-000000000001"}}}))
+        .unwrap();
+        let inputs = crate::mutate::Inputs {
+            namespace_labels: None,
+            service_account: &sa,
+            secret_provider_class: Default::default(),
+        };
+        let config = crate::config::Config {
+            tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+            ..Default::default()
+        };
+        let mut mutation = crate::mutate::mutate(&pod, &inputs, &config).unwrap();
+        assert!(mutation.warnings.is_empty());
+        mutation.warnings.push(crate::diagnostics::Warning::new(
+            crate::diagnostics::Code::InjectedRecord,
+            "a \"quoted\" warning\n".to_owned(),
+        ));
+        let patch_json = String::from_utf8(mutation.patch.to_json().to_vec()).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&patch_json);
+        let head = r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","response":{"uid":"u\"1","#;
+        let text = |response: ReviewResponse| String::from_utf8(response.to_json().unwrap()).unwrap();
+
+        let allowed = text(parsed.respond(Ok(mutation)));
+        let tail = format!(
+            r#""allowed":true,"patch":"{encoded}","patchType":"JSONPatch","warnings":["a \"quoted\" warning\n"]}}}}"#
+        );
+        assert_eq!(allowed, format!("{head}{tail}"));
+        let denied = text(parsed.respond(Err(Denial::MalformedPod("spec is \"odd\"".to_owned()).into())));
+        let tail = r#""allowed":false,"status":{"code":403,"reason":"Forbidden","message":"malformed pod: spec is \"odd\""}}}"#;
+        assert_eq!(denied, format!("{head}{tail}"));
+        assert_eq!(text(parsed.allow_unchanged()), format!(r#"{head}"allowed":true}}}}"#));
+
+        // Serialize writes the same JSON; the patch decodes back to the engine's.
+        let value = serde_json::to_value(parsed.allow_unchanged()).unwrap();
+        assert_eq!(value["response"], json!({"uid": "u\"1", "allowed": true}));
+        let decoded = decode_patch(&serde_json::from_str(&allowed).unwrap()).unwrap().unwrap();
+        assert_eq!(serde_json::to_string(&decoded).unwrap(), patch_json);
+    }
+
     #[test]
     fn an_internal_error_is_a_500_and_a_pod_problem_a_403() {
         let parsed = AdmissionReview::from_value(review(
@@ -498,7 +569,7 @@ mod tests {
         ))
         .unwrap();
         let internal = serde_json::to_value(
-            parsed.respond(&Err(Denial::Internal("the marker did not serialize".to_owned()).into())),
+            parsed.respond(Err(Denial::Internal("the marker did not serialize".to_owned()).into())),
         )
         .unwrap();
         assert_eq!(internal["response"]["status"]["code"], 500);
@@ -509,7 +580,7 @@ mod tests {
                 .unwrap()
                 .contains("please report it: the marker did not serialize")
         );
-        let pod = serde_json::to_value(parsed.respond(&Err(Denial::MalformedPod("spec is missing".to_owned()).into())))
+        let pod = serde_json::to_value(parsed.respond(Err(Denial::MalformedPod("spec is missing".to_owned()).into())))
             .unwrap();
         assert_eq!(pod["response"]["status"]["code"], 403);
     }
