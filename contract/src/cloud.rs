@@ -1,5 +1,6 @@
 //! The Azure clouds: the Entra ID authority host workloads sign in at, and the Key Vault DNS suffix of their vaults.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -19,13 +20,13 @@ pub enum Cloud {
 
 impl Cloud {
     /// The authority host injected as `AZURE_AUTHORITY_HOST`, always ending in `/`.
-    pub fn authority_host(&self) -> String {
+    pub fn authority_host(&self) -> Cow<'_, str> {
         match self {
-            Cloud::Public => "https://login.microsoftonline.com/".to_owned(),
-            Cloud::UsGovernment => "https://login.microsoftonline.us/".to_owned(),
-            Cloud::China => "https://login.chinacloudapi.cn/".to_owned(),
-            Cloud::Custom(url) if url.ends_with('/') => url.clone(),
-            Cloud::Custom(url) => format!("{url}/"),
+            Cloud::Public => Cow::Borrowed("https://login.microsoftonline.com/"),
+            Cloud::UsGovernment => Cow::Borrowed("https://login.microsoftonline.us/"),
+            Cloud::China => Cow::Borrowed("https://login.chinacloudapi.cn/"),
+            Cloud::Custom(url) if url.ends_with('/') => Cow::Borrowed(url),
+            Cloud::Custom(url) => Cow::Owned(format!("{url}/")),
         }
     }
 
@@ -107,7 +108,10 @@ mod tests {
     #[case("https://127.0.0.1:8443", "https://127.0.0.1:8443/")]
     #[case("https://login.example/", "https://login.example/")]
     fn cloud_names_map_to_authority_hosts(#[case] name: &str, #[case] host: &str) {
-        assert_eq!(name.parse::<Cloud>().map(|c| c.authority_host()), Ok(host.to_owned()));
+        assert_eq!(
+            name.parse::<Cloud>().map(|c| c.authority_host().into_owned()),
+            Ok(host.to_owned())
+        );
     }
 
     #[rstest]

@@ -15,7 +15,7 @@ use super::annotations::normalize_path;
 use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
-use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw};
+use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw, write_env_var};
 use super::pod::ContainerRef;
 use super::values::non_empty;
 use crate::config::Config;
@@ -36,45 +36,56 @@ impl<'a> Identity<'a> {
 
     /// The env vars every targeted container gets. The token file is ours, or where the pod's own token volume puts
     /// it (a pod written for upstream may name the file otherwise): AZURE_FEDERATED_TOKEN_FILE must name a file that
-    /// exists.
-    pub(super) fn env(
+    /// exists. Each var's entry of a container's `env` is encoded once, into one buffer, for every container.
+    pub(super) fn env<'s>(
         &self,
-        spec: &Map<String, Value>,
+        spec: &'s Map<String, Value>,
         old: &Marker<'_>,
-        config: &Config,
-    ) -> Result<IdentityEnv, Denial> {
+        config: &'a Config,
+    ) -> Result<IdentityEnv<'a, 's>, Denial> {
         let token_file_name = own_token_file_name(spec, old, &config.audience);
+        let token_file = match token_file_name.as_ref() {
+            TOKEN_FILE => Cow::Borrowed(TOKEN_FILE_PATH),
+            other => Cow::Owned(format!("{TOKEN_MOUNT_PATH}/{other}")),
+        };
         let vars = [
-            (ENV_CLIENT_ID, self.client_id.map(str::to_owned)),
-            (ENV_TENANT_ID, self.tenant_id.map(str::to_owned)),
-            (
-                ENV_FEDERATED_TOKEN_FILE,
-                Some(format!("{TOKEN_MOUNT_PATH}/{token_file_name}")),
-            ),
+            (ENV_CLIENT_ID, self.client_id.map(Cow::Borrowed)),
+            (ENV_TENANT_ID, self.tenant_id.map(Cow::Borrowed)),
+            (ENV_FEDERATED_TOKEN_FILE, Some(token_file)),
             (ENV_AUTHORITY_HOST, Some(config.cloud.authority_host())),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, v)))
-        .map(|(name, value)| {
-            let json = raw(&EnvVar { name, value: &value })?;
-            Ok(EnvEntry { name, value, json })
-        })
-        .collect::<Result<_, Denial>>()?;
-        Ok(IdentityEnv { vars, token_file_name })
+        ];
+        let mut env = IdentityEnv {
+            vars: Vec::with_capacity(vars.len()),
+            json: Vec::with_capacity(256),
+            token_file_name,
+        };
+        for (name, value) in vars {
+            let Some(value) = value else { continue };
+            let start = env.json.len();
+            write_env_var(&mut env.json, name, &value)?;
+            env.vars.push(EnvEntry {
+                name,
+                value,
+                json: start..env.json.len(),
+            });
+        }
+        Ok(env)
     }
 }
 
 /// The identity env vars, by name, and the name of the token file in the token volume.
-pub(super) struct IdentityEnv {
-    vars: Vec<EnvEntry>,
-    token_file_name: String,
+pub(super) struct IdentityEnv<'a, 's> {
+    vars: Vec<EnvEntry<'a>>,
+    /// Every var's entry, one after the other.
+    json: Vec<u8>,
+    token_file_name: Cow<'s, str>,
 }
 
-/// One identity env var, with its entry of a container's `env` encoded once for every container.
-struct EnvEntry {
+/// One identity env var, with where its entry of a container's `env` is in [`IdentityEnv::json`].
+struct EnvEntry<'a> {
     name: &'static str,
-    value: String,
-    json: Box<RawValue>,
+    value: Cow<'a, str>,
+    json: std::ops::Range<usize>,
 }
 
 /// An env var a container should have: its entry already encoded when it is the same for every container.
@@ -82,30 +93,27 @@ struct EnvEntry {
 pub(super) struct Desired<'a> {
     name: &'static str,
     value: &'a str,
-    json: Option<&'a RawValue>,
+    json: Option<&'a [u8]>,
 }
 
 impl Desired<'_> {
     fn encode(&self) -> Result<Box<RawValue>, Denial> {
-        match self.json {
-            Some(json) => Ok(json.to_owned()),
-            None => raw(&EnvVar {
-                name: self.name,
-                value: self.value,
-            }),
-        }
+        raw(&EnvVar {
+            name: self.name,
+            value: self.value,
+        })
     }
 }
 
-impl IdentityEnv {
+impl IdentityEnv<'_, '_> {
     /// The vars as name and value.
     pub(super) fn pairs(&self) -> Vec<(&str, &str)> {
-        self.vars.iter().map(|var| (var.name, var.value.as_str())).collect()
+        self.vars.iter().map(|var| (var.name, var.value.as_ref())).collect()
     }
 
     /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given:
     /// at most four, kept on the stack (this runs once per container).
-    fn for_container<'a>(&'a self, token_path: Option<&'a str>) -> ([Desired<'a>; 4], usize) {
+    fn for_container<'c>(&'c self, token_path: Option<&'c str>) -> ([Desired<'c>; 4], usize) {
         let mut out = [Desired {
             name: "",
             value: "",
@@ -121,7 +129,7 @@ impl IdentityEnv {
                 _ => Desired {
                     name: var.name,
                     value: &var.value,
-                    json: Some(&var.json),
+                    json: Some(&self.json[var.json.clone()]),
                 },
             };
         }
@@ -135,7 +143,7 @@ pub(super) fn inject_containers<'a>(
     spec: &Map<String, Value>,
     containers: &[ContainerRef<'a>],
     skip: &BTreeSet<String>,
-    env: &IdentityEnv,
+    env: &IdentityEnv<'_, '_>,
     plan: Option<&SecretsPlan>,
     audience: &str,
     pass: &mut Pass<'a>,
@@ -348,7 +356,7 @@ pub(super) fn inject_env<'a>(
             let list = pass.ops.list(List::Env(container.index), || env_ptr, container.env);
             for d in added() {
                 match d.json {
-                    Some(json) => pass.ops.push(list, json)?,
+                    Some(json) => pass.ops.push_raw(list, json),
                     None => pass.ops.push(
                         list,
                         &EnvVar {
@@ -495,9 +503,9 @@ pub(super) fn inject_volume(
 
 /// The file name of the token in the pod's own `azure-identity-token` volume (one the webhook did not inject): the
 /// `path` of its service account token source for `audience`. [`TOKEN_FILE`] otherwise.
-pub(super) fn own_token_file_name(spec: &Map<String, Value>, old: &Marker, audience: &str) -> String {
+pub(super) fn own_token_file_name<'s>(spec: &'s Map<String, Value>, old: &Marker, audience: &str) -> Cow<'s, str> {
     if old.volumes.contains(TOKEN_VOLUME) {
-        return TOKEN_FILE.to_owned();
+        return Cow::Borrowed(TOKEN_FILE);
     }
     spec.get("volumes")
         .and_then(Value::as_array)
@@ -515,7 +523,7 @@ pub(super) fn own_token_file_name(spec: &Map<String, Value>, old: &Marker, audie
         .and_then(|token| token.get("path").and_then(Value::as_str))
         .map(|path| path.trim_matches('/'))
         .filter(|path| !path.is_empty())
-        .map_or_else(|| TOKEN_FILE.to_owned(), str::to_owned)
+        .map_or(Cow::Borrowed(TOKEN_FILE), Cow::Borrowed)
 }
 
 /// Where the container sees the token when it mounts the token volume itself (a mount the webhook did not inject):

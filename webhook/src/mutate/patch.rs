@@ -83,6 +83,17 @@ pub(super) struct EnvVar<'a> {
     pub(super) value: &'a str,
 }
 
+/// Writes `{"name":NAME,"value":VALUE}`, the entry [`EnvVar`] encodes to, without going through `serde`'s
+/// struct machinery: the name is one of the contract's (nothing to escape), the value is escaped by `serde_json`.
+pub(super) fn write_env_var(out: &mut Vec<u8>, name: &'static str, value: &str) -> Result<(), Denial> {
+    out.extend_from_slice(b"{\"name\":\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\",\"value\":");
+    write_value(out, value)?;
+    out.push(b'}');
+    Ok(())
+}
+
 /// A read-only mount the engine puts into containers, encoded once to be copied into the patch per container.
 pub(super) struct Wanted {
     pub(super) name: &'static str,
@@ -280,6 +291,12 @@ impl Ops {
         write_value(&mut self.items, item)?;
         self.entries.push((list, self.items.len()));
         Ok(())
+    }
+
+    /// Appends an item already encoded as JSON to a list of [`list`](Self::list).
+    pub(super) fn push_raw(&mut self, list: usize, json: &[u8]) {
+        self.items.extend_from_slice(json);
+        self.entries.push((list, self.items.len()));
     }
 
     /// The operations, the gathered appends last.
