@@ -24,17 +24,8 @@ use kube::runtime::watcher::{self, Event};
 use uuid::Uuid;
 
 use crate::mutate::ServiceAccount;
-use wi_contract::{CLIENT_ID_ANNOTATION, PROJECT_PREFIX, UPSTREAM_PREFIX, USE_LABEL};
-
-/// Whether the engine reads or warns about a key: those under the contract's prefixes, matched
-/// case-insensitively like the engine's look-alike check.
-pub(crate) fn is_contract_key(key: &str) -> bool {
-    let prefix = |p: &str| {
-        let p = p.trim_end_matches('/');
-        key.len() >= p.len() && key.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-    };
-    prefix(UPSTREAM_PREFIX) || prefix(PROJECT_PREFIX)
-}
+use crate::mutate::is_contract_key;
+use wi_contract::{CLIENT_ID_ANNOTATION, USE_LABEL};
 
 fn contract_keys(map: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
     map.into_iter()

@@ -376,10 +376,10 @@ pub(super) fn inject_env<'a>(
 
 pub(super) fn inject_mount<'a>(
     container: &ContainerRef<'a>,
-    wanted: &Wanted,
+    wanted: &Wanted<'_>,
     pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
-    let (volume, path) = (wanted.name, wanted.path.as_str());
+    let (volume, path) = (wanted.name, wanted.path);
     let mounts = container.mount_list();
     let owned = pass.old.owns_mount(container.name, volume);
     let mut existing = None;
@@ -409,7 +409,8 @@ pub(super) fn inject_mount<'a>(
         Some(i) if owned => {
             if !contains(&mounts[i], &wanted.value()?) {
                 pass.ops
-                    .replace(&format!("{}/{i}", container.child("volumeMounts")), &wanted.json)?;
+                    .ops
+                    .replace_raw(&format!("{}/{i}", container.child("volumeMounts")), &wanted.json)?;
             }
         }
         Some(i) => {
@@ -426,12 +427,12 @@ pub(super) fn inject_mount<'a>(
             }
             return Ok(());
         }
-        None => pass.ops.append(
+        None => pass.ops.append_raw(
             List::Mounts(container.index),
             || container.child("volumeMounts"),
             container.mounts,
             &wanted.json,
-        )?,
+        ),
     }
     pass.marker
         .mounts

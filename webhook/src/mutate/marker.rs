@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::denial::Denial;
-use super::patch::{OpList, set_map_entry};
+use super::patch::{OpList, needs_escaping, set_map_entry};
 use wi_contract::*;
 
 /// What the webhook injected into a pod, stored in the [`INJECTED_ANNOTATION`] annotation as compact JSON.
@@ -90,7 +90,7 @@ impl Marker<'_> {
         }
         impl Literal<'_> {
             fn name(&mut self, name: &str) {
-                self.plain &= !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+                self.plain &= !needs_escaping(name);
                 self.out.extend_from_slice(b"\\\"");
                 self.out.extend_from_slice(name.as_bytes());
                 self.out.extend_from_slice(b"\\\"");

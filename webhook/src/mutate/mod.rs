@@ -27,7 +27,7 @@ pub use inputs::{ClassLookup, Inputs, Mutation, ObjectError, ServiceAccount, nam
 pub use opt_in::{OptIn, opt_in};
 pub use patch::Patch;
 pub use pod::{secret_provider_class_name, service_account_name};
-pub(crate) use values::{at, non_empty, string_map};
+pub(crate) use values::{at, is_contract_key, non_empty, string_map};
 
 use serde_json::Value;
 use wi_contract::*;

@@ -89,43 +89,33 @@ pub(super) fn write_env_var(out: &mut Vec<u8>, name: &'static str, value: &str) 
     out.extend_from_slice(b"{\"name\":\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\",\"value\":");
-    write_value(out, value)?;
+    write_str(out, value)?;
     out.push(b'}');
     Ok(())
 }
 
 /// A read-only mount the engine puts into containers, encoded once to be copied into the patch per container.
-pub(super) struct Wanted {
+pub(super) struct Wanted<'a> {
     pub(super) name: &'static str,
-    pub(super) path: String,
-    pub(super) json: Box<RawValue>,
+    pub(super) path: &'a str,
+    /// `{"name":...,"mountPath":...,"readOnly":true}`.
+    pub(super) json: Vec<u8>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Mount<'a> {
-    name: &'a str,
-    mount_path: &'a str,
-    read_only: bool,
-}
-
-impl Wanted {
-    pub(super) fn mount(name: &'static str, path: &str) -> Result<Self, Denial> {
-        let json = raw(&Mount {
-            name,
-            mount_path: path,
-            read_only: true,
-        })?;
-        Ok(Wanted {
-            name,
-            path: path.to_owned(),
-            json,
-        })
+impl<'a> Wanted<'a> {
+    pub(super) fn mount(name: &'static str, path: &'a str) -> Result<Self, Denial> {
+        let mut json = Vec::with_capacity(48 + name.len() + path.len());
+        json.extend_from_slice(b"{\"name\":");
+        write_str(&mut json, name)?;
+        json.extend_from_slice(b",\"mountPath\":");
+        write_str(&mut json, path)?;
+        json.extend_from_slice(b",\"readOnly\":true}");
+        Ok(Wanted { name, path, json })
     }
 
     /// The mount as a `Value` (decoded from its one encoding), to compare with what a container has.
     pub(super) fn value(&self) -> Result<Value, Denial> {
-        serde_json::from_str(self.json.get()).map_err(encoding)
+        serde_json::from_slice(&self.json).map_err(encoding)
     }
 }
 
@@ -142,6 +132,24 @@ pub(super) fn encoding(e: serde_json::Error) -> Denial {
 /// Writes `value` as JSON at the end of `out`.
 fn write_value(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) -> Result<(), Denial> {
     serde_json::to_writer(&mut *out, value).map_err(encoding)
+}
+
+/// Writes `text` as a JSON string: quoted as it is when nothing in it needs escaping (names, UUIDs, paths, URLs),
+/// by `serde_json` otherwise.
+pub(super) fn write_str(out: &mut Vec<u8>, text: &str) -> Result<(), Denial> {
+    if needs_escaping(text) {
+        return write_value(out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// Whether a JSON string of `text` has an escape in it.
+pub(super) fn needs_escaping(text: &str) -> bool {
+    text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// Operations in the order they were made, as JSON text.
@@ -172,6 +180,14 @@ impl OpList {
         self.push("replace", pointer, "", |out| write_value(out, value))
     }
 
+    /// A `replace` of what is at `pointer` with a value already encoded as JSON.
+    pub(super) fn replace_raw(&mut self, pointer: &str, json: &[u8]) -> Result<(), Denial> {
+        self.push("replace", pointer, "", |out| {
+            out.extend_from_slice(json);
+            Ok(())
+        })
+    }
+
     /// One operation on `pointer` followed by `suffix`; `value` writes its value.
     fn push(
         &mut self,
@@ -186,10 +202,7 @@ impl OpList {
         out.extend_from_slice(op.as_bytes());
         out.extend_from_slice(b"\",\"path\":");
         // Pointers are made of field names, indices and `-`: nothing to escape, but a name that needed it would be.
-        if [pointer, suffix]
-            .iter()
-            .any(|p| p.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
-        {
+        if needs_escaping(pointer) || needs_escaping(suffix) {
             write_value(out, &format!("{pointer}{suffix}"))?;
         } else {
             out.push(b'"');
@@ -247,6 +260,18 @@ struct Appended {
 impl Ops {
     pub(super) fn replace(&mut self, pointer: &str, value: &(impl Serialize + ?Sized)) -> Result<(), Denial> {
         self.ops.replace(pointer, value)
+    }
+
+    /// Appends an item already encoded as JSON to `list`, found at `pointer` and `current` in the pod.
+    pub(super) fn append_raw(
+        &mut self,
+        list: List,
+        pointer: impl FnOnce() -> String,
+        current: Option<&Value>,
+        json: &[u8],
+    ) {
+        let list = self.list(list, pointer, current);
+        self.push_raw(list, json);
     }
 
     /// Appends `item` to `list`, found at `pointer` and `current` in the pod.
@@ -319,7 +344,9 @@ impl Ops {
                 span
             })
             .collect();
-        spans.sort_by_key(|(list, _)| *list);
+        if !spans.is_sorted_by_key(|(list, _)| *list) {
+            spans.sort_by_key(|(list, _)| *list);
+        }
         let mut spans = spans.as_slice();
         for (i, Appended { pointer, exists }) in lists.iter().enumerate() {
             let n = spans.iter().take_while(|(list, _)| *list == i).count();
@@ -373,7 +400,7 @@ pub(super) fn set_map_entry(
                     let mut depth = 0;
                     for key in keys {
                         out.push(b'{');
-                        write_value(out, key)?;
+                        write_str(out, key)?;
                         out.push(b':');
                         depth += 1;
                     }

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use wi_contract::*;
 
 use super::denial::Denial;
-use super::values::{at, json_type, string_map};
+use super::values::{at, contract_string_map, json_type};
 
-/// The pod's object, labels and annotations, read once.
+/// The pod's object, and the contract's keys of its labels and annotations (all the engine reads of them), read once.
 pub(super) struct PodParts<'a> {
     pub(super) object: &'a Map<String, Value>,
     pub(super) labels: BTreeMap<String, String>,
@@ -34,8 +34,8 @@ impl<'a> PodParts<'a> {
         };
         Ok(PodParts {
             object,
-            labels: string_map(metadata.and_then(|m| m.get("labels"))),
-            annotations: string_map(metadata.and_then(|m| m.get("annotations"))),
+            labels: contract_string_map(metadata.and_then(|m| m.get("labels"))),
+            annotations: contract_string_map(metadata.and_then(|m| m.get("annotations"))),
         })
     }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use wi_contract::{PROJECT_PREFIX, UPSTREAM_PREFIX};
 
 /// The string entries of a JSON object (labels, annotations); empty for anything else.
 pub(crate) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
@@ -10,6 +11,30 @@ pub(crate) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the engine reads or warns about a key: those under the contract's prefixes, matched
+/// case-insensitively like the engine's look-alike check.
+pub(crate) fn is_contract_key(key: &str) -> bool {
+    let prefix = |p: &str| {
+        let p = p.trim_end_matches('/');
+        key.len() >= p.len() && key.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+    };
+    prefix(UPSTREAM_PREFIX) || prefix(PROJECT_PREFIX)
+}
+
+/// The string entries of a JSON object (labels, annotations) whose keys are [contract keys](is_contract_key): all
+/// the engine reads of a pod's labels and annotations.
+pub(crate) fn contract_string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| is_contract_key(k))
                 .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
                 .collect()
         })
