@@ -15,6 +15,9 @@
 //! request is checked to have ended as it should through the server's own counter
 //! (`wi_webhook_admission_requests_total`). Prints requests per second, p50 and p99 latency and the ratios against
 //! null in the same round, then the server's resident memory. Server and load generator share the machine's cores.
+//!
+//! `--hold` starts the server the same way, prints its pid, URL and the two request bodies, and keeps it running
+//! until interrupted, to load and profile it by hand (`perf record -p PID`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -272,6 +275,18 @@ async fn main() {
     );
     std::fs::write(&null_body, review("false")).unwrap();
     std::fs::write(&mutate_body, review("true")).unwrap();
+    if std::env::args().any(|a| a == "--hold") {
+        // For profiling: the server and the request bodies, kept until interrupted.
+        println!(
+            "server pid {} at https://localhost:{}/mutate-v1-pod; bodies {} and {}; interrupt to stop",
+            server.pid(),
+            server.admission.port(),
+            null_body.display(),
+            mutate_body.display()
+        );
+        tokio::signal::ctrl_c().await.unwrap();
+        return;
+    }
     println!(
         "wi-webhook serve under load: {CONNECTIONS} keep-alive HTTPS connections from one client thread, {} s per run \
          after {} s of warm-up, {ROUNDS} rounds; {cores} cores shared by server and load generator; {ACCOUNTS} \

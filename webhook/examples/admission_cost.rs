@@ -1,0 +1,115 @@
+//! The admission path in process, for counting what the mutate path costs over the opt-out path without the noise
+//! of a timed run: the router `serve` uses (parse, lookups, engine, response), no TLS, no socket.
+//!
+//! ```sh
+//! cargo build --release -p wi-webhook --example admission_cost
+//! # per-request instructions: the difference between 300 and 100 requests, over 200, for null and for mutate
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/admission_cost mutate 300
+//! # per-request heap blocks ("Total: ... in N blocks")
+//! valgrind --tool=dhat --dhat-out-file=/dev/null target/release/examples/admission_cost mutate 300
+//! # both paths timed in alternating blocks of 2,000 requests, medians of N blocks
+//! target/release/examples/admission_cost time 15
+//! ```
+//!
+//! `null` is the captured Deployment pod (`04-deployment-pod.json`) labelled `azure.workload.identity/use: "false"`,
+//! `mutate` the same pod labelled `"true"`, as in the load bench; its ServiceAccount is the captured `workload-sa`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use serde_json::Value;
+use tower::ServiceExt as _;
+use wi_webhook::admission::{Admission, Limits, router};
+use wi_webhook::config::Config;
+use wi_webhook::lookup::StaticLookup;
+use wi_webhook::mutate::ServiceAccount;
+
+const USAGE: &str = "usage: admission_cost null|mutate REQUESTS, or admission_cost time BLOCKS";
+
+async fn admit(app: &Router, body: &[u8]) -> usize {
+    let request = http::Request::post("/mutate-v1-pod")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_vec()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().len()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, n) = match args.as_slice() {
+        [mode, n] => (mode.as_str(), n.parse::<usize>().expect(USAGE)),
+        _ => panic!("{USAGE}"),
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+    let read = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
+    let sa = ServiceAccount::from_object(&read("serviceaccounts/workload-sa.json")).unwrap();
+    let mut review = read("04-deployment-pod.json");
+    let mut body = |opt_in: &str| {
+        review["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = Value::from(opt_in);
+        serde_json::to_vec(&review).unwrap()
+    };
+    let (null, mutate) = (body("false"), body("true"));
+    let app = router(
+        Admission {
+            lookup: Arc::new(StaticLookup {
+                service_accounts: vec![sa],
+                ..Default::default()
+            }),
+            config: Config {
+                tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+                ..Config::default()
+            },
+            metrics: Arc::default(),
+        },
+        Limits {
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        match mode {
+            "null" | "mutate" => {
+                let body = if mode == "null" { &null } else { &mutate };
+                let mut bytes = 0;
+                for _ in 0..n {
+                    bytes += admit(&app, body).await;
+                }
+                println!("{mode}: {n} requests, {bytes} response bytes");
+            }
+            "time" => {
+                const BLOCK: usize = 2_000;
+                let mut micros = [Vec::new(), Vec::new()];
+                for _ in 0..n {
+                    for (times, body) in micros.iter_mut().zip([&null, &mutate]) {
+                        let started = Instant::now();
+                        for _ in 0..BLOCK {
+                            admit(&app, body).await;
+                        }
+                        times.push(started.elapsed().as_secs_f64() * 1e6 / BLOCK as f64);
+                    }
+                }
+                for times in &mut micros {
+                    times.sort_by(f64::total_cmp);
+                }
+                let (null, mutate) = (micros[0][n / 2], micros[1][n / 2]);
+                println!(
+                    "per request, median of {n} blocks of {BLOCK}: null {null:.2} µs, mutate {mutate:.2} µs, \
+                     mutate - null {:.2} µs, null / mutate {:.3}",
+                    mutate - null,
+                    null / mutate
+                );
+            }
+            _ => panic!("{USAGE}"),
+        }
+    });
+}
