@@ -494,6 +494,38 @@ mod tests {
         assert_eq!(patch.to_json_patch().unwrap().0.len(), 5);
     }
 
+    /// The hand-written encoders give what `serde_json` gives, escapes included.
+    #[test]
+    fn hand_encoded_strings_env_vars_and_mounts_are_serde_json() {
+        for text in [
+            "plain",
+            "",
+            "/var/run/secrets",
+            "q\"uote",
+            "back\\slash",
+            "tab\tnewline\n",
+            "\u{1}",
+            "é✓",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, text).unwrap();
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+            let mut env = Vec::new();
+            write_env_var(&mut env, "AZURE_CLIENT_ID", text).unwrap();
+            let expected = serde_json::to_vec(&EnvVar {
+                name: "AZURE_CLIENT_ID",
+                value: text,
+            })
+            .unwrap();
+            assert_eq!(String::from_utf8(env).unwrap(), String::from_utf8(expected).unwrap());
+            let mount = Wanted::mount("v", text).unwrap();
+            assert_eq!(
+                mount.value().unwrap(),
+                json!({"name": "v", "mountPath": text, "readOnly": true})
+            );
+        }
+    }
+
     #[test]
     fn an_empty_patch_is_an_empty_list_and_odd_names_are_escaped() {
         let patch = OpList::default().into_patch();
