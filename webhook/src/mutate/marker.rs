@@ -107,13 +107,20 @@ impl Marker<'_> {
             }
             fn map(&mut self, map: &BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>>) {
                 self.out.push(b'{');
+                // Containers mostly get the same names: a set equal to the one before is copied, not written again.
+                let mut previous: Option<(&BTreeSet<Cow<'_, str>>, std::ops::Range<usize>)> = None;
                 for (i, (key, names)) in map.iter().enumerate() {
                     if i > 0 {
                         self.out.push(b',');
                     }
                     self.name(key);
                     self.out.push(b':');
-                    self.set(names);
+                    let start = self.out.len();
+                    match &previous {
+                        Some((set, written)) if *set == names => self.out.extend_from_within(written.clone()),
+                        _ => self.set(names),
+                    }
+                    previous = Some((names, start..self.out.len()));
                 }
                 self.out.push(b'}');
             }
@@ -185,6 +192,20 @@ mod tests {
             volumes: names(&["v"]),
             ..Default::default()
         });
+        // Containers with the same names (copied from the one before), and one between them that differs.
+        let mut repeated = Marker::default();
+        for (container, vars) in [
+            ("a", &["X", "Y"][..]),
+            ("b", &["X", "Y"]),
+            ("c", &["X"]),
+            ("d", &["X", "Y"]),
+        ] {
+            repeated.env.insert(container.into(), names(vars));
+            repeated
+                .mounts
+                .insert(container.into(), names(&["azure-identity-token"]));
+        }
+        markers.push(repeated);
         // Names that need escaping take the serde path.
         let mut odd = full.clone();
         odd.env.insert("quote\"d\\".into(), names(&["tab\t"]));

@@ -2,7 +2,6 @@
 //! as and the SecretProviderClass it names.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 use wi_contract::*;
@@ -86,11 +85,32 @@ impl<'a> ContainerRef<'a> {
 
     /// The pointer to a field of the container: `/spec/containers/0/env` and the like.
     pub(super) fn child(&self, field: &str) -> String {
-        let mut pointer = String::with_capacity(32 + field.len());
-        // Writing to a String cannot fail.
-        let _ = write!(pointer, "/spec/{}/{}/{field}", self.list, self.position);
+        let mut pointer = String::with_capacity(40 + field.len());
+        pointer.push_str("/spec/");
+        pointer.push_str(self.list);
+        pointer.push('/');
+        push_index(&mut pointer, self.position);
+        pointer.push('/');
+        pointer.push_str(field);
         pointer
     }
+}
+
+/// Appends the decimal digits of `index` (what `write!` would, without the formatting machinery: this runs for every
+/// container).
+fn push_index(out: &mut String, index: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|d| char::from(*d)));
 }
 
 /// The ServiceAccount a pod runs as: `spec.serviceAccountName`, then the deprecated `spec.serviceAccount`, then
@@ -164,4 +184,29 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_pointer_is_what_format_writes() {
+        let object = Map::new();
+        for position in [0, 1, 9, 10, 99, 100, 12_345, usize::MAX] {
+            let container = ContainerRef {
+                list: "initContainers",
+                position,
+                name: "a",
+                object: &object,
+                index: 0,
+                env: None,
+                mounts: None,
+            };
+            assert_eq!(
+                container.child("volumeMounts"),
+                format!("/spec/initContainers/{position}/volumeMounts")
+            );
+        }
+    }
 }
