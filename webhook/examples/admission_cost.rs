@@ -43,8 +43,13 @@ async fn admit(app: &Router, body: &[u8]) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, n) = match args.as_slice() {
-        [mode, n] => (mode.as_str(), n.parse::<usize>().expect(USAGE)),
-        _ => panic!("{USAGE}"),
+        [mode, n] if ["null", "mutate", "time"].contains(&mode.as_str()) && n.parse::<usize>().is_ok_and(|n| n > 0) => {
+            (mode.as_str(), n.parse::<usize>().expect("checked above"))
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
     let read = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
@@ -86,7 +91,7 @@ fn main() {
                 }
                 println!("{mode}: {n} requests, {bytes} response bytes");
             }
-            "time" => {
+            _ => {
                 const BLOCK: usize = 2_000;
                 let mut micros = [Vec::new(), Vec::new()];
                 for _ in 0..n {
@@ -109,7 +114,6 @@ fn main() {
                     null / mutate
                 );
             }
-            _ => panic!("{USAGE}"),
         }
     });
 }
