@@ -14,8 +14,6 @@
 //! `null` is the captured Deployment pod (`04-deployment-pod.json`) labelled `azure.workload.identity/use: "false"`,
 //! `mutate` the same pod labelled `"true"`, as in the load bench; its ServiceAccount is the captured `workload-sa`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,36 +28,59 @@ use wi_webhook::mutate::ServiceAccount;
 
 const USAGE: &str = "usage: admission_cost null|mutate REQUESTS, or admission_cost time BLOCKS";
 
-async fn admit(app: &Router, body: &[u8]) -> usize {
+/// One request through the router; the size of the answer, or why there is none.
+async fn admit(app: &Router, body: &[u8]) -> Result<usize, String> {
     let request = http::Request::post("/mutate-v1-pod")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body.to_vec()))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().len()
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| format!("the router failed: {e}"))?;
+    if response.status() != 200 {
+        return Err(format!("the router answered {}", response.status()));
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(bytes.len())
+}
+
+/// A captured fixture as JSON.
+fn fixture(name: &str) -> Result<Value, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/admission")
+        .join(name);
+    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
 fn main() {
+    if let Err(error) = run() {
+        eprintln!("admission_cost: {error}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, n) = match args.as_slice() {
-        [mode, n] if ["null", "mutate", "time"].contains(&mode.as_str()) && n.parse::<usize>().is_ok_and(|n| n > 0) => {
-            (mode.as_str(), n.parse::<usize>().expect("checked above"))
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+        [mode, n] if ["null", "mutate", "time"].contains(&mode.as_str()) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => (mode.as_str(), n),
+            _ => return Err(format!("{n:?} is not a positive count\n{USAGE}")),
+        },
+        _ => return Err(USAGE.to_owned()),
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
-    let read = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
-    let sa = ServiceAccount::from_object(&read("serviceaccounts/workload-sa.json")).unwrap();
-    let mut review = read("04-deployment-pod.json");
+    let sa = ServiceAccount::from_object(&fixture("serviceaccounts/workload-sa.json")?)
+        .map_err(|e| format!("workload-sa.json: {e}"))?;
+    let mut review = fixture("04-deployment-pod.json")?;
     let mut body = |opt_in: &str| {
         review["request"]["object"]["metadata"]["labels"]["azure.workload.identity/use"] = Value::from(opt_in);
-        serde_json::to_vec(&review).unwrap()
+        serde_json::to_vec(&review).map_err(|e| format!("cannot encode the review: {e}"))
     };
-    let (null, mutate) = (body("false"), body("true"));
+    let (null, mutate) = (body("false")?, body("true")?);
     let app = router(
         Admission {
             lookup: Arc::new(StaticLookup {
@@ -80,14 +101,14 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
         match mode {
             "null" | "mutate" => {
                 let body = if mode == "null" { &null } else { &mutate };
                 let mut bytes = 0;
                 for _ in 0..n {
-                    bytes += admit(&app, body).await;
+                    bytes += admit(&app, body).await?;
                 }
                 println!("{mode}: {n} requests, {bytes} response bytes");
             }
@@ -98,7 +119,7 @@ fn main() {
                     for (times, body) in micros.iter_mut().zip([&null, &mutate]) {
                         let started = Instant::now();
                         for _ in 0..BLOCK {
-                            admit(&app, body).await;
+                            admit(&app, body).await?;
                         }
                         times.push(started.elapsed().as_secs_f64() * 1e6 / BLOCK as f64);
                     }
@@ -115,5 +136,6 @@ fn main() {
                 );
             }
         }
-    });
+        Ok(())
+    })
 }

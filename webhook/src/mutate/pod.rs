@@ -89,28 +89,11 @@ impl<'a> ContainerRef<'a> {
         pointer.push_str("/spec/");
         pointer.push_str(self.list);
         pointer.push('/');
-        push_index(&mut pointer, self.position);
+        pointer.push_str(itoa::Buffer::new().format(self.position));
         pointer.push('/');
         pointer.push_str(field);
         pointer
     }
-}
-
-/// Appends the decimal digits of `index` (what `write!` would, without the formatting machinery: this runs for every
-/// container).
-fn push_index(out: &mut String, index: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|d| char::from(*d)));
 }
 
 /// The ServiceAccount a pod runs as: `spec.serviceAccountName`, then the deprecated `spec.serviceAccount`, then

@@ -7,10 +7,16 @@ use wi_contract::{PROJECT_PREFIX, UPSTREAM_PREFIX};
 
 /// The string entries of a JSON object (labels, annotations); empty for anything else.
 pub(crate) fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    string_map_where(value, |_| true)
+}
+
+/// The string entries of a JSON object whose keys `keep` accepts.
+fn string_map_where(value: Option<&Value>, keep: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
     value
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
+                .filter(|(k, _)| keep(k))
                 .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
                 .collect()
         })
@@ -30,15 +36,7 @@ pub(crate) fn is_contract_key(key: &str) -> bool {
 /// The string entries of a JSON object (labels, annotations) whose keys are [contract keys](is_contract_key): all
 /// the engine reads of a pod's labels and annotations.
 pub(crate) fn contract_string_map(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| is_contract_key(k))
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
+    string_map_where(value, is_contract_key)
 }
 
 /// The value at `path` (object keys) under `value`: `Value::pointer` without parsing and unescaping a pointer
