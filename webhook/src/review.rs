@@ -393,12 +393,9 @@ impl ReviewResponse {
         }
         if let Some(patch) = patch {
             out.extend_from_slice(b",\"patch\":\"");
-            let start = out.len();
-            out.resize(start + encoded_len, 0);
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(patch, &mut out[start..])
-                .map_err(serde::ser::Error::custom)?;
-            out.truncate(start + written);
+            // SIMD base64 where the CPU has it (a tenth of the instructions of `base64`'s portable engine, the
+            // largest single cost of a mutation's response); the output is the same standard, padded alphabet.
+            base64_simd::STANDARD.encode_append(patch, &mut out);
             out.push(b'"');
         }
         if let Some(patch_type) = r.patch_type {
