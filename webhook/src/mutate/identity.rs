@@ -17,7 +17,7 @@ use super::inputs::ServiceAccount;
 use super::marker::Marker;
 use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw, write_env_var};
 use super::pod::ContainerRef;
-use super::values::non_empty;
+use super::values::{Fields as _, non_empty};
 use crate::config::Config;
 
 /// Who the pod is in Azure: the client id from its ServiceAccount, the tenant id from it or the webhook's default.
@@ -55,15 +55,18 @@ impl<'a> Identity<'a> {
             (ENV_AUTHORITY_HOST, Some(config.cloud.authority_host())),
         ];
         let mut env = IdentityEnv {
-            vars: Vec::with_capacity(vars.len()),
+            vars: [None, None, None, None],
             json: Vec::with_capacity(256),
             token_file_name,
         };
-        for (name, value) in vars {
-            let Some(value) = value else { continue };
+        for (slot, (name, value)) in env
+            .vars
+            .iter_mut()
+            .zip(vars.into_iter().filter_map(|(n, v)| Some((n, v?))))
+        {
             let start = env.json.len();
             write_env_var(&mut env.json, name, &value)?;
-            env.vars.push(EnvEntry {
+            *slot = Some(EnvEntry {
                 name,
                 value,
                 json: start..env.json.len(),
@@ -75,7 +78,8 @@ impl<'a> Identity<'a> {
 
 /// The identity env vars, by name, and the name of the token file in the token volume.
 pub(super) struct IdentityEnv<'a, 's> {
-    vars: Vec<EnvEntry<'a>>,
+    /// The vars there are, first (at most the four of the contract: kept on the stack).
+    vars: [Option<EnvEntry<'a>>; 4],
     /// Every var's entry, one after the other.
     json: Vec<u8>,
     token_file_name: Cow<'s, str>,
@@ -108,7 +112,11 @@ impl Desired<'_> {
 impl IdentityEnv<'_, '_> {
     /// The vars as name and value.
     pub(super) fn pairs(&self) -> Vec<(&str, &str)> {
-        self.vars.iter().map(|var| (var.name, var.value.as_ref())).collect()
+        self.vars
+            .iter()
+            .flatten()
+            .map(|var| (var.name, var.value.as_ref()))
+            .collect()
     }
 
     /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given:
@@ -119,7 +127,9 @@ impl IdentityEnv<'_, '_> {
             value: "",
             json: None,
         }; 4];
-        for (slot, var) in out.iter_mut().zip(&self.vars) {
+        let mut n = 0;
+        for (slot, var) in out.iter_mut().zip(self.vars.iter().flatten()) {
+            n += 1;
             *slot = match token_path {
                 Some(path) if var.name == ENV_FEDERATED_TOKEN_FILE => Desired {
                     name: var.name,
@@ -133,7 +143,7 @@ impl IdentityEnv<'_, '_> {
                 },
             };
         }
-        (out, self.vars.len().min(4))
+        (out, n)
     }
 }
 
@@ -184,23 +194,23 @@ pub(super) fn inject_containers<'a>(
 /// The pod's projected service account token volumes for `audience` other than ours (upstream v1.6 names its own
 /// after the pod), by name, with the file name of the token in each.
 fn other_token_volumes<'a>(spec: &'a Map<String, Value>, audience: &str) -> BTreeMap<&'a str, &'a str> {
-    spec.get("volumes")
+    spec.field("volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|volume| {
             let name = volume
-                .get("name")
+                .field("name")
                 .and_then(Value::as_str)
                 .filter(|n| *n != TOKEN_VOLUME)?;
             let path = volume
-                .get("projected")
-                .and_then(|p| p.get("sources"))
+                .field("projected")
+                .and_then(|p| p.field("sources"))
                 .and_then(Value::as_array)?
                 .iter()
-                .filter_map(|source| source.get("serviceAccountToken"))
-                .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))?
-                .get("path")
+                .filter_map(|source| source.field("serviceAccountToken"))
+                .find(|token| token.field("audience").and_then(Value::as_str) == Some(audience))?
+                .field("path")
                 .and_then(Value::as_str)?;
             Some((name, path.trim_matches('/')))
         })
@@ -218,21 +228,21 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
     let Some(file) = container
         .env_list()
         .iter()
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(ENV_FEDERATED_TOKEN_FILE))
-        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .find(|e| e.field("name").and_then(Value::as_str) == Some(ENV_FEDERATED_TOKEN_FILE))
+        .and_then(|e| e.field("value").and_then(Value::as_str))
     else {
         return false;
     };
     container
         .object
-        .get("volumeMounts")
+        .field("volumeMounts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .any(|mount| {
             let (Some(name), Some(path)) = (
-                mount.get("name").and_then(Value::as_str),
-                mount.get("mountPath").and_then(Value::as_str),
+                mount.field("name").and_then(Value::as_str),
+                mount.field("mountPath").and_then(Value::as_str),
             ) else {
                 return false;
             };
@@ -240,7 +250,7 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
                 return false;
             };
             match mount
-                .get("subPath")
+                .field("subPath")
                 .and_then(Value::as_str)
                 .map(|p| p.trim_matches('/'))
             {
@@ -300,7 +310,7 @@ pub(super) fn inject_env<'a>(
     let name = container.name;
     let env = container.env_list();
     fn entry_name(e: &Value) -> Option<&str> {
-        e.get("name").and_then(Value::as_str)
+        e.field("name").and_then(Value::as_str)
     }
     // What an earlier pass injected: brought up to date when still wanted, dropped otherwise.
     let mut owned = BTreeSet::new();
@@ -313,7 +323,7 @@ pub(super) fn inject_env<'a>(
         match desired.iter().find(|d| d.name == var) {
             Some(d) => {
                 let stale =
-                    entry.get("value").and_then(Value::as_str) != Some(d.value) || entry.get("valueFrom").is_some();
+                    entry.field("value").and_then(Value::as_str) != Some(d.value) || entry.field("valueFrom").is_some();
                 if stale {
                     replaced.push((i, d));
                 }
@@ -385,12 +395,12 @@ pub(super) fn inject_mount<'a>(
     let mut existing = None;
 
     for (i, m) in mounts.iter().enumerate() {
-        let other = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        let other = m.field("name").and_then(Value::as_str).unwrap_or_default();
         if other == volume {
             existing = existing.or(Some(i));
             continue;
         }
-        let other_path = m.get("mountPath").and_then(Value::as_str).map(normalize_path);
+        let other_path = m.field("mountPath").and_then(Value::as_str).map(normalize_path);
         if other_path == Some(path) {
             return Err(Denial::MountPathConflict {
                 container: container.name.to_owned(),
@@ -415,7 +425,7 @@ pub(super) fn inject_mount<'a>(
         }
         Some(i) => {
             // The user mounted our volume themselves (e.g. a pod written for the upstream webhook): keep it.
-            let user_path = mounts[i].get("mountPath").and_then(Value::as_str).unwrap_or_default();
+            let user_path = mounts[i].field("mountPath").and_then(Value::as_str).unwrap_or_default();
             if normalize_path(user_path) != path {
                 pass.warnings.push(Warning::new(
                     Code::TokenMount,
@@ -451,10 +461,13 @@ pub(super) fn inject_volume(
     pass: &mut Pass<'_>,
 ) -> Result<(), Denial> {
     let value = || serde_json::to_value(want).map_err(encoding);
-    let volumes: &[Value] = spec.get("volumes").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let volumes: &[Value] = spec
+        .field("volumes")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
     let existing = volumes
         .iter()
-        .position(|v| v.get("name").and_then(Value::as_str) == Some(volume));
+        .position(|v| v.field("name").and_then(Value::as_str) == Some(volume));
     match existing {
         Some(i) if pass.old.volumes.contains(volume) => {
             if !contains(&volumes[i], &value()?) {
@@ -471,12 +484,12 @@ pub(super) fn inject_volume(
                 return Err(Denial::VolumeNameConflict(SECRETS_VOLUME));
             }
             let is_token = volumes[i]
-                .get("projected")
-                .and_then(|p| p.get("sources"))
+                .field("projected")
+                .and_then(|p| p.field("sources"))
                 .and_then(Value::as_array)
                 .is_some_and(|sources| {
                     sources.iter().any(|s| {
-                        s.get("serviceAccountToken").and_then(|t| t.get("audience"))
+                        s.field("serviceAccountToken").and_then(|t| t.field("audience"))
                             == want.pointer("/projected/sources/0/serviceAccountToken/audience")
                     })
                 });
@@ -494,9 +507,12 @@ pub(super) fn inject_volume(
             }
             return Ok(());
         }
-        None => pass
-            .ops
-            .append(List::Volumes, || "/spec/volumes".to_owned(), spec.get("volumes"), want)?,
+        None => pass.ops.append(
+            List::Volumes,
+            || "/spec/volumes".to_owned(),
+            spec.field("volumes"),
+            want,
+        )?,
     }
     pass.marker.volumes.insert(Cow::Borrowed(volume));
     Ok(())
@@ -508,20 +524,20 @@ pub(super) fn own_token_file_name<'s>(spec: &'s Map<String, Value>, old: &Marker
     if old.volumes.contains(TOKEN_VOLUME) {
         return Cow::Borrowed(TOKEN_FILE);
     }
-    spec.get("volumes")
+    spec.field("volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|v| v.get("name").and_then(Value::as_str) == Some(TOKEN_VOLUME))
+        .filter(|v| v.field("name").and_then(Value::as_str) == Some(TOKEN_VOLUME))
         .filter_map(|v| {
-            v.get("projected")
-                .and_then(|p| p.get("sources"))
+            v.field("projected")
+                .and_then(|p| p.field("sources"))
                 .and_then(Value::as_array)
         })
         .flatten()
-        .filter_map(|source| source.get("serviceAccountToken"))
-        .find(|token| token.get("audience").and_then(Value::as_str) == Some(audience))
-        .and_then(|token| token.get("path").and_then(Value::as_str))
+        .filter_map(|source| source.field("serviceAccountToken"))
+        .find(|token| token.field("audience").and_then(Value::as_str) == Some(audience))
+        .and_then(|token| token.field("path").and_then(Value::as_str))
         .map(|path| path.trim_matches('/'))
         .filter(|path| !path.is_empty())
         .map_or(Cow::Borrowed(TOKEN_FILE), Cow::Borrowed)
@@ -540,9 +556,9 @@ pub(super) fn own_token_mount(
         return None;
     }
     let mount = container.mount_list().get(container.mount_index(TOKEN_VOLUME)?)?;
-    let path = mount.get("mountPath").and_then(Value::as_str)?.trim_end_matches('/');
+    let path = mount.field("mountPath").and_then(Value::as_str)?.trim_end_matches('/');
     match mount
-        .get("subPath")
+        .field("subPath")
         .and_then(Value::as_str)
         .map(|p| p.trim_matches('/'))
     {

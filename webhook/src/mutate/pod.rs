@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use wi_contract::*;
 
 use super::denial::Denial;
-use super::values::{at, contract_string_map, json_type};
+use super::values::{Fields as _, at, contract_string_map, json_type};
 
 /// The pod's object, and the contract's keys of its labels and annotations (all the engine reads of them), read once.
 pub(super) struct PodParts<'a> {
@@ -21,7 +21,7 @@ impl<'a> PodParts<'a> {
         let object = pod
             .as_object()
             .ok_or_else(|| Denial::MalformedPod(format!("expected a JSON object, found {}", json_type(pod))))?;
-        let metadata = match object.get("metadata") {
+        let metadata = match object.field("metadata") {
             None => None,
             Some(Value::Object(m)) => Some(m),
             Some(other) => {
@@ -33,14 +33,14 @@ impl<'a> PodParts<'a> {
         };
         Ok(PodParts {
             object,
-            labels: contract_string_map(metadata.and_then(|m| m.get("labels"))),
-            annotations: contract_string_map(metadata.and_then(|m| m.get("annotations"))),
+            labels: contract_string_map(metadata.and_then(|m| m.field("labels"))),
+            annotations: contract_string_map(metadata.and_then(|m| m.field("annotations"))),
         })
     }
 
     /// `spec`, which a pod must have.
     pub(super) fn spec(&self) -> Result<&'a Map<String, Value>, Denial> {
-        match self.object.get("spec") {
+        match self.object.field("spec") {
             Some(Value::Object(spec)) => Ok(spec),
             Some(other) => Err(Denial::MalformedPod(format!(
                 "spec is {}, not an object",
@@ -80,7 +80,7 @@ impl<'a> ContainerRef<'a> {
     pub(super) fn mount_index(&self, volume: &str) -> Option<usize> {
         self.mount_list()
             .iter()
-            .position(|m| m.get("name").and_then(Value::as_str) == Some(volume))
+            .position(|m| m.field("name").and_then(Value::as_str) == Some(volume))
     }
 
     /// The pointer to a field of the container: `/spec/containers/0/env` and the like.
@@ -118,10 +118,10 @@ pub fn secret_provider_class_name(pod: &Value) -> Option<&str> {
 }
 
 pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRef<'_>>, Denial> {
-    let count = |key| spec.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+    let count = |key| spec.field(key).and_then(Value::as_array).map_or(0, Vec::len);
     let mut out = Vec::with_capacity(count("initContainers") + count("containers"));
     for key in ["initContainers", "containers"] {
-        let list = match spec.get(key) {
+        let list = match spec.field(key) {
             None | Some(Value::Null) => continue,
             Some(Value::Array(list)) => list,
             Some(other) => {
@@ -135,8 +135,8 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
             let object = c
                 .as_object()
                 .ok_or_else(|| Denial::MalformedPod(format!("spec.{key}[{i}] is {}, not an object", json_type(c))))?;
-            let name = object.get("name").and_then(Value::as_str).unwrap_or_default();
-            let (env, mounts) = (object.get("env"), object.get("volumeMounts"));
+            let name = object.field("name").and_then(Value::as_str).unwrap_or_default();
+            let (env, mounts) = (object.field("env"), object.field("volumeMounts"));
             for (field, value) in [("env", env), ("volumeMounts", mounts)] {
                 if let Some(v) = value
                     && !(v.is_array() || v.is_null())
@@ -158,7 +158,7 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
             });
         }
     }
-    if let Some(v) = spec.get("volumes")
+    if let Some(v) = spec.field("volumes")
         && !(v.is_array() || v.is_null())
     {
         return Err(Denial::MalformedPod(format!(

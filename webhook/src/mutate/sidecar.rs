@@ -10,6 +10,7 @@ use super::inputs::ClassLookup;
 use super::marker::Marker;
 use super::patch::{OpList, contains};
 use super::pod::ContainerRef;
+use super::values::Fields as _;
 use crate::config::Config;
 
 /// The `wi-sidecar` native sidecar for `sidecar` delivery, configured from the SecretProviderClass: its
@@ -50,12 +51,12 @@ pub(super) fn sidecar_container(
         }
         let ports = c
             .object
-            .get("ports")
+            .field("ports")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
         if ports
             .iter()
-            .any(|p| p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(port)))
+            .any(|p| p.field("containerPort").and_then(Value::as_u64) == Some(u64::from(port)))
         {
             return Err(Denial::PortConflict {
                 container: c.name.to_owned(),
@@ -131,12 +132,12 @@ pub(super) fn inject_sidecar(
     ops: &mut OpList,
 ) -> Result<(), Denial> {
     let init: &[Value] = spec
-        .get("initContainers")
+        .field("initContainers")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
     let existing = init
         .iter()
-        .position(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR_CONTAINER));
+        .position(|c| c.field("name").and_then(Value::as_str) == Some(SIDECAR_CONTAINER));
     match existing {
         // Only ours reaches here: a container of that name not in the marker was denied.
         Some(i) if old.containers.contains(SIDECAR_CONTAINER) => {
