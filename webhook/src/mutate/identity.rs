@@ -5,7 +5,6 @@ use crate::diagnostics::{Code, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use wi_contract::*;
@@ -15,7 +14,7 @@ use super::annotations::normalize_path;
 use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
-use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw, write_env_var};
+use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw, write_env_var, write_str};
 use super::pod::ContainerRef;
 use super::values::{Fields as _, non_empty};
 use crate::config::Config;
@@ -260,46 +259,21 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
         })
 }
 
-/// The projected token volume, for the audience and lifetime the pod gets, as the patch writes it.
-pub(super) fn token_volume(config: &Config, expiration: i64) -> TokenVolume<'_> {
-    TokenVolume {
-        name: TOKEN_VOLUME,
-        projected: TokenSources {
-            sources: [TokenSource {
-                service_account_token: TokenProjection {
-                    audience: &config.audience,
-                    expiration_seconds: expiration,
-                    path: TOKEN_FILE,
-                },
-            }],
-        },
-    }
-}
-
-/// `{"name": ..., "projected": {"sources": [{"serviceAccountToken": {...}}]}}`, encoded without a `Value`.
-#[derive(Serialize)]
-pub(super) struct TokenVolume<'a> {
-    name: &'static str,
-    projected: TokenSources<'a>,
-}
-
-#[derive(Serialize)]
-struct TokenSources<'a> {
-    sources: [TokenSource<'a>; 1],
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenSource<'a> {
-    service_account_token: TokenProjection<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenProjection<'a> {
-    audience: &'a str,
-    expiration_seconds: i64,
-    path: &'static str,
+/// The projected token volume, for the audience and lifetime the pod gets, as the patch writes it:
+/// `{"name":...,"projected":{"sources":[{"serviceAccountToken":{"audience":...,"expirationSeconds":...,"path":...}}]}}`,
+/// encoded by hand (the audience escaped when it needs it).
+pub(super) fn token_volume(config: &Config, expiration: i64) -> Result<Vec<u8>, Denial> {
+    let mut json = Vec::with_capacity(160 + config.audience.len());
+    json.extend_from_slice(b"{\"name\":");
+    write_str(&mut json, TOKEN_VOLUME)?;
+    json.extend_from_slice(b",\"projected\":{\"sources\":[{\"serviceAccountToken\":{\"audience\":");
+    write_str(&mut json, &config.audience)?;
+    json.extend_from_slice(b",\"expirationSeconds\":");
+    json.extend_from_slice(itoa::Buffer::new().format(expiration).as_bytes());
+    json.extend_from_slice(b",\"path\":");
+    write_str(&mut json, TOKEN_FILE)?;
+    json.extend_from_slice(b"}}]}}");
+    Ok(json)
 }
 
 pub(super) fn inject_env<'a>(
@@ -452,15 +426,15 @@ pub(super) fn inject_mount<'a>(
     Ok(())
 }
 
-/// Adds the volume `volume` (`want`) to the pod, or brings the one an earlier pass added up to date. `want` is
-/// encoded straight into the patch; it is read as a `Value` only when the pod already has a volume of that name.
+/// Adds the volume `volume` (`want`, encoded as JSON) to the pod, or brings the one an earlier pass added up to date.
+/// `want` is copied into the patch; it is read as a `Value` only when the pod already has a volume of that name.
 pub(super) fn inject_volume(
     spec: &Map<String, Value>,
     volume: &'static str,
-    want: &impl Serialize,
+    want: &[u8],
     pass: &mut Pass<'_>,
 ) -> Result<(), Denial> {
-    let value = || serde_json::to_value(want).map_err(encoding);
+    let value = || serde_json::from_slice::<Value>(want).map_err(encoding);
     let volumes: &[Value] = spec
         .field("volumes")
         .and_then(Value::as_array)
@@ -471,7 +445,7 @@ pub(super) fn inject_volume(
     match existing {
         Some(i) if pass.old.volumes.contains(volume) => {
             if !contains(&volumes[i], &value()?) {
-                pass.ops.replace(&format!("/spec/volumes/{i}"), want)?;
+                pass.ops.ops.replace_raw(&format!("/spec/volumes/{i}"), want)?;
             }
         }
         Some(i) => {
@@ -507,12 +481,12 @@ pub(super) fn inject_volume(
             }
             return Ok(());
         }
-        None => pass.ops.append(
+        None => pass.ops.append_raw(
             List::Volumes,
             || "/spec/volumes".to_owned(),
             spec.field("volumes"),
             want,
-        )?,
+        ),
     }
     pass.marker.volumes.insert(Cow::Borrowed(volume));
     Ok(())
@@ -574,6 +548,34 @@ pub(super) fn own_token_mount(
                 ),
             ));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The hand-encoded token volume is the JSON it stands for, an audience that needs escaping included.
+    #[test]
+    fn the_token_volume_is_the_projected_volume_json() {
+        for (audience, expiration) in [
+            ("api://AzureADTokenExchange", 3600),
+            ("a \"quoted\" \\ audience", 86_400),
+            ("", i64::MAX),
+        ] {
+            let config = Config {
+                audience: audience.to_owned(),
+                ..Config::default()
+            };
+            let json = token_volume(&config, expiration).unwrap();
+            let value: Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(
+                value,
+                json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": audience, "expirationSeconds": expiration, "path": TOKEN_FILE}}]}})
+            );
         }
     }
 }

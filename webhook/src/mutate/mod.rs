@@ -114,10 +114,11 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
         || pass.marker.mounts.values().any(|v| v.contains(TOKEN_VOLUME))
         || containers.iter().any(|c| c.mount_index(TOKEN_VOLUME).is_some());
     if any_token_mount {
-        inject_volume(spec, TOKEN_VOLUME, &token_volume(config, expiration), &mut pass)?;
+        inject_volume(spec, TOKEN_VOLUME, &token_volume(config, expiration)?, &mut pass)?;
     }
     if let Some(plan) = &plan {
-        inject_volume(spec, SECRETS_VOLUME, &plan.volume(), &mut pass)?;
+        let volume = serde_json::to_vec(&plan.volume()).map_err(patch::encoding)?;
+        inject_volume(spec, SECRETS_VOLUME, &volume, &mut pass)?;
     }
     let Pass {
         mut marker,

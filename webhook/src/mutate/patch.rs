@@ -285,7 +285,9 @@ impl Ops {
         self.push_raw(list, json);
     }
 
-    /// Appends `item` to `list`, found at `pointer` and `current` in the pod.
+    /// Appends `item` to `list`, found at `pointer` and `current` in the pod (the engine encodes its items first and
+    /// uses [`append_raw`](Self::append_raw); the tests append values).
+    #[cfg(test)]
     pub(super) fn append(
         &mut self,
         list: List,
