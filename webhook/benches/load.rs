@@ -285,7 +285,9 @@ async fn main() {
             null_body.display(),
             mutate_body.display()
         );
-        tokio::signal::ctrl_c().await.unwrap();
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            eprintln!("load --hold: cannot wait for Ctrl-C ({error}); stopping the server");
+        }
         return;
     }
     println!(
