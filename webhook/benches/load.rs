@@ -15,7 +15,9 @@
 //! machine's drift during a round favours neither), 6 s each after 1 s of warm-up, on the same server. Every
 //! request is checked to have ended as it should through the server's own counter
 //! (`wi_webhook_admission_requests_total`). Prints requests per second, p50 and p99 latency and the ratios against
-//! null in the same round, then the server's resident memory. Server and load generator share the machine's cores.
+//! null in the same round, then the server's resident memory and its log. Server and load generator share the
+//! machine's cores; the server runs with the flags of `manifests/base` and logs each admission (one JSON line) to a
+//! file.
 //!
 //! `--hold` starts the server the same way, prints its pid, URL and the two request bodies, and keeps it running
 //! until interrupted, to load and profile it by hand (`perf record -p PID`).
@@ -279,11 +281,12 @@ async fn main() {
     if std::env::args().any(|a| a == "--hold") {
         // For profiling: the server and the request bodies, kept until interrupted.
         println!(
-            "server pid {} at https://localhost:{}/mutate-v1-pod; bodies {} and {}; interrupt to stop",
+            "server pid {} at https://localhost:{}/mutate-v1-pod; bodies {} and {}; log {}; interrupt to stop",
             server.pid(),
             server.admission.port(),
             null_body.display(),
-            mutate_body.display()
+            mutate_body.display(),
+            server.dir.path().join("log/server.log").display()
         );
         if let Err(error) = tokio::signal::ctrl_c().await {
             eprintln!("load --hold: cannot wait for Ctrl-C ({error}); stopping the server");
@@ -359,4 +362,19 @@ async fn main() {
          peak {} KiB",
         idle.rss_kib, loaded.rss_kib, loaded.peak_kib
     );
+    let log = std::fs::read(server.dir.path().join("log/server.log")).unwrap();
+    let reviewed = log
+        .split(|b| *b == b'\n')
+        .filter(|line| line.windows(18).any(|w| w == b"admission reviewed"))
+        .count();
+    let admissions: u64 = futures::future::join_all(["mutated", "unchanged"].map(|r| outcome_count(&server, r)))
+        .await
+        .iter()
+        .sum();
+    println!(
+        "server log (--log-format json, level info, as manifests/base runs it): {reviewed} \"admission reviewed\" \
+         lines for {admissions} admissions, {} bytes in all",
+        log.len()
+    );
+    assert_eq!(reviewed as u64, admissions, "one log line per admission");
 }

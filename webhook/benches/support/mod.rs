@@ -1,5 +1,8 @@
-//! What the webhook benches share: `wi-webhook serve` started as a process, the way users start it (its real
-//! `main`, default flags and logging but `warn`), with a throwaway CA and serving certificate. `WI_WEBHOOK_BINARY`
+//! What the webhook benches share: `wi-webhook serve` started as a process, the way `manifests/base` starts it (its
+//! real `main`, default flags, `--log-format json` at the default level `info`: one line per admission), its
+//! standard error written to `log/server.log` in its folder as a container runtime would (not beside the
+//! certificates: the server watches their folder, and each line would be an inotify event for it), with a throwaway
+//! CA and serving certificate. `WI_WEBHOOK_BINARY`
 //! names another build to measure (e.g. the previous commit's, for a before/after table). Needs the tests'
 //! `common/process.rs` as the crate's `process` module.
 
@@ -54,8 +57,10 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
     std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
     let (listen, admin) = (free_port(), free_port());
+    std::fs::create_dir(dir.path().join("log")).unwrap();
+    let log = std::fs::File::create(dir.path().join("log/server.log")).unwrap();
     let child = tokio::process::Command::new(webhook_binary())
-        .args(["serve", "--tenant-id", TENANT, "--log-level", "warn"])
+        .args(["serve", "--tenant-id", TENANT, "--log-format", "json"])
         .args([
             "--listen",
             &format!("127.0.0.1:{listen}"),
@@ -68,6 +73,7 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
         .arg(dir.path().join("tls.key"))
         .env_clear()
         .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
