@@ -1,5 +1,7 @@
 //! Logging: one `tracing` subscriber, plain or JSON lines on standard error.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -38,13 +40,22 @@ pub enum LogError {
 }
 
 /// Installs the global subscriber, writing to standard error (a handle per line, never a held lock: a `main` that
-/// held the stderr lock once hung the first worker thread that logged).
+/// held the stderr lock once hung the first worker thread that logged). Plain lines are coloured only on a terminal
+/// (and not when `NO_COLOR` is set): a container runtime's log file or `kubectl logs` would show the escape codes.
 pub fn init(config: &LogConfig) -> Result<(), LogError> {
-    init_with_writer(config, std::io::stderr)
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    install(config, std::io::stderr, colour)
 }
 
-/// Installs the global subscriber, writing where `writer` says (tests capture the lines this way).
+/// Installs the global subscriber, writing where `writer` says (tests capture the lines this way), without colour.
 pub fn init_with_writer<W>(config: &LogConfig, writer: W) -> Result<(), LogError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    install(config, writer, false)
+}
+
+fn install<W>(config: &LogConfig, writer: W, colour: bool) -> Result<(), LogError>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -54,7 +65,10 @@ where
             level: config.level.clone(),
             source,
         })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(colour);
     let result = match config.format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder

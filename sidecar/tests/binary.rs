@@ -98,6 +98,8 @@ async fn once_writes_the_files_and_exits_zero_without_logging_values() {
     assert!(std::fs::read_link(pod.dir.path().join("secrets/..data")).is_ok());
     assert!(!stderr.contains("SuperSecureValue123!"), "{stderr}");
     assert!(stderr.contains("sync complete"), "{stderr}");
+    // Standard error is a pipe here, as under a container runtime: no terminal colour codes.
+    assert!(!stderr.contains('\u{1b}'), "escape codes on a pipe: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,8 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
     ] {
         assert!(log.contains(line), "no {line:?} in the log:\n{log}");
     }
+    // Written to a file, as a container runtime keeps it: no terminal colour codes.
+    assert!(!log.contains('\u{1b}'), "escape codes in a log file:\n{log}");
 }
 
 /// Self-managed certificates: while the Secret and caBundle are being set up (here an API server that accepts
