@@ -71,42 +71,62 @@ pub async fn admit_pod(pod: &PodCreate<'_>, lookup: &dyn Lookup, config: &Config
 }
 
 /// Answers one AdmissionReview: anything but a pod CREATE is allowed unchanged; a pod CREATE goes through
-/// [`admit_pod`]. Logs the decision (never a value) in an `admission` span.
+/// [`admit_pod`]. Logs the decision (never a value) in one `admission reviewed` line that names the request (uid,
+/// namespace, pod, ServiceAccount, dry run).
+///
+/// The request's fields are on that line, not on a span around it: at the default level an `info` span cost about
+/// as much as formatting and writing the line (fields formatted at creation, entered and left at every poll, read
+/// back for the line). At `debug` an `admission` span with the same fields gives the lines logged during the
+/// lookups (a cache miss read live, the Kubernetes client's own) their context.
 pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Config) -> (ReviewResponse, Outcome) {
     let Some(pod) = review.pod_create() else {
         return (review.allow_unchanged(), Outcome::Unchanged);
     };
-    let span = tracing::info_span!(
+    let (uid, dry_run) = (review.request.uid.as_str(), review.request.dry_run.unwrap_or(false));
+    let span = tracing::debug_span!(
         "admission",
-        uid = %review.request.uid,
+        uid,
         namespace = pod.namespace,
         pod = pod.name,
         service_account = pod.service_account,
-        dry_run = review.request.dry_run.unwrap_or(false),
+        dry_run,
     );
-    async move {
-        let result = admit_pod(&pod, lookup, config).await;
-        let outcome = match &result {
-            Ok(m) if m.patch.is_empty() => Outcome::Unchanged,
-            Ok(_) => Outcome::Mutated,
-            Err(rejection) => rejection.outcome(),
+    let result = admit_pod(&pod, lookup, config).instrument(span).await;
+    let outcome = match &result {
+        Ok(m) if m.patch.is_empty() => Outcome::Unchanged,
+        Ok(_) => Outcome::Mutated,
+        Err(rejection) => rejection.outcome(),
+    };
+    // The request's fields, then the decision's.
+    macro_rules! reviewed {
+        ($level:ident, $($decision:tt)*) => {
+            tracing::$level!(
+                uid,
+                namespace = pod.namespace,
+                pod = pod.name,
+                service_account = pod.service_account,
+                dry_run,
+                $($decision)*
+            )
         };
-        match &result {
-            Ok(m) => tracing::info!(
-                result = if m.patch.is_empty() { "unchanged" } else { "mutated" },
-                patch_ops = m.patch.len(),
-                warnings = ?m.warnings,
-                "admission reviewed"
-            ),
-            Err(error @ Rejection::LookupFailed(_)) => {
-                tracing::warn!(result = "error", %error, "admission reviewed: lookup failed, failing closed");
-            }
-            Err(reason) => tracing::info!(result = "denied", %reason, "admission reviewed"),
-        }
-        (review.respond(result), outcome)
     }
-    .instrument(span)
-    .await
+    match &result {
+        Ok(m) => reviewed!(
+            info,
+            result = if m.patch.is_empty() { "unchanged" } else { "mutated" },
+            patch_ops = m.patch.len(),
+            warnings = ?m.warnings,
+            "admission reviewed"
+        ),
+        Err(error @ Rejection::LookupFailed(_)) => reviewed!(
+            warn,
+            result = "error",
+            %error,
+            "admission reviewed: lookup failed, failing closed"
+        ),
+        Err(reason) => reviewed!(info, result = "denied", %reason, "admission reviewed"),
+    }
+    (review.respond(result), outcome)
 }
 
 /// What the admission router needs.
@@ -181,5 +201,147 @@ async fn admit(State(state): State<Arc<Admission>>, headers: HeaderMap, body: By
             format!("cannot encode the response: {error}\n"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+    use serde_json::json;
+
+    use super::*;
+    use crate::lookup::{LookupError, StaticLookup};
+    use crate::mutate::ServiceAccount;
+
+    /// A lookup that logs at `debug` while it reads the ServiceAccount, as the cache does on a miss.
+    struct Logging(StaticLookup);
+
+    impl Lookup for Logging {
+        fn service_account<'a>(
+            &'a self,
+            namespace: &'a str,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ServiceAccount>, LookupError>> {
+            tracing::debug!(namespace, name, "reading the ServiceAccount");
+            self.0.service_account(namespace, name)
+        }
+        fn namespace_labels<'a>(
+            &'a self,
+            namespace: &'a str,
+        ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, LookupError>> {
+            self.0.namespace_labels(namespace)
+        }
+        fn secret_provider_class<'a>(
+            &'a self,
+            namespace: &'a str,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Value>, LookupError>> {
+            self.0.secret_provider_class(namespace, name)
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+        fn cached(&self) -> Vec<(&'static str, usize)> {
+            self.0.cached()
+        }
+    }
+
+    /// The JSON lines `review` logs at `level`, with the line format `--log-format json` installs.
+    fn logged(level: tracing::Level, use_label: &str) -> Vec<Value> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish();
+        let lookup = Logging(StaticLookup {
+            service_accounts: vec![ServiceAccount {
+                name: "app-sa".into(),
+                namespace: "apps".into(),
+                annotations: [(wi_contract::CLIENT_ID_ANNOTATION.to_owned(), "c".to_owned())].into(),
+                labels: BTreeMap::new(),
+            }],
+            ..StaticLookup::default()
+        });
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "namespace": "apps", "dryRun": true,
+                "object": {
+                    "metadata": {"generateName": "web-", "labels": {USE_LABEL: use_label}},
+                    "spec": {"serviceAccountName": "app-sa",
+                             "containers": [{"name": "app", "image": "nginx",
+                                             "env": [{"name": "PASSWORD", "value": "hunter2"}]}]},
+                },
+            },
+        });
+        let parsed = AdmissionReview::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let config = Config {
+            tenant_id: Some("t".into()),
+            ..Config::default()
+        };
+        let _default = tracing::subscriber::set_default(subscriber);
+        // A runtime on this thread, where the subscriber is the default.
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(review(&parsed, &lookup, &config));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("nginx"), "{text}");
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_admission_line_names_the_request_and_debug_lines_of_the_lookups_carry_it_in_a_span() {
+        for (use_label, result) in [("true", "mutated"), ("false", "unchanged")] {
+            let lines = logged(tracing::Level::INFO, use_label);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            let line = &lines[0];
+            assert_eq!(line["message"], "admission reviewed");
+            assert_eq!(line["result"], result);
+            for (field, value) in [
+                ("uid", json!("u-1")),
+                ("namespace", json!("apps")),
+                ("pod", json!("web-")),
+                ("service_account", json!("app-sa")),
+                ("dry_run", json!(true)),
+            ] {
+                assert_eq!(line[field], value, "{field} in {line}");
+            }
+        }
+
+        // At debug, what is logged during the lookups carries the request in the `admission` span.
+        let lines = logged(tracing::Level::DEBUG, "true");
+        let lookup = lines
+            .iter()
+            .find(|l| l["message"] == "reading the ServiceAccount")
+            .expect("the lookup's line");
+        assert_eq!(lookup["span"]["name"], "admission");
+        assert_eq!(lookup["span"]["uid"], "u-1");
+        assert_eq!(lookup["span"]["pod"], "web-");
+        let reviewed = lines
+            .iter()
+            .find(|l| l["message"] == "admission reviewed")
+            .expect("the admission line");
+        assert_eq!(reviewed["uid"], "u-1");
+        assert_eq!(reviewed["result"], "mutated");
     }
 }

@@ -115,10 +115,12 @@ async fn sigterm_drains_the_request_in_flight_and_logs_say_what_happened() {
         .find(|l| l["message"] == "admission reviewed")
         .expect("an admission line");
     assert_eq!(reviewed["result"], "mutated");
-    assert_eq!(reviewed["span"]["uid"], "35c07bda-ab02-4145-a163-f69c601e51d6");
-    assert_eq!(reviewed["span"]["namespace"], "wi-fixtures");
-    assert_eq!(reviewed["span"]["pod"], "web-5f79fbc677-");
-    assert_eq!(reviewed["span"]["service_account"], "workload-sa");
+    // The request is named on the line itself.
+    assert_eq!(reviewed["uid"], "35c07bda-ab02-4145-a163-f69c601e51d6");
+    assert_eq!(reviewed["namespace"], "wi-fixtures");
+    assert_eq!(reviewed["pod"], "web-5f79fbc677-");
+    assert_eq!(reviewed["service_account"], "workload-sa");
+    assert_eq!(reviewed["dry_run"], false);
     // The pod spec (env values included) never reaches the log.
     assert!(!text.contains("nginx"), "{text}");
 }
