@@ -1,6 +1,6 @@
 //! `wi-webhook serve` as shipped: the built binary, started as users start it (its own `main`, the default log
-//! level and format), its caches filled from a fake kube-apiserver. It must become ready, admit a pod with a
-//! patch, log from its worker threads, and exit 0 on SIGTERM.
+//! level and format, and once `--log-format json --log-level debug`), its caches filled from a fake kube-apiserver.
+//! It must become ready, admit a pod with a patch, log from its worker threads, and exit 0 on SIGTERM.
 //!
 //! Regression: `main` once held the stderr lock for the life of the process; the first log line written from a
 //! tokio worker thread (`caches synced`) blocked forever, and `/readyz` never answered 200.
@@ -35,8 +35,18 @@ fn serve_args(listen: u16, admin: u16, extra: &[&str]) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
+/// `wi-webhook serve` started with files for its serving certificate, its caches filled from a fake API server of
+/// 10 accounts, and `extra` flags; ready.
+struct Served {
+    webhook: WebhookProcess,
+    pki: Pki,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    ready_after: Duration,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_ready(extra: &[&str]) -> Served {
     let api = fake_api(10).await;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
@@ -45,33 +55,53 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
     let (listen, admin) = (free_port(), free_port());
     let cert = dir.path().join("tls.crt").display().to_string();
     let key = dir.path().join("tls.key").display().to_string();
-    let args = serve_args(listen, admin, &["--tls-cert-file", &cert, "--tls-key-file", &key]);
+    let flags: Vec<&str> = ["--tls-cert-file", &cert, "--tls-key-file", &key]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let args = serve_args(listen, admin, &flags);
     let env = [(
         "KUBECONFIG".to_owned(),
         dir.path().join("kubeconfig").display().to_string(),
     )];
-    let binary = webhook_binary();
-    let mut webhook = WebhookProcess::spawn(&binary, &args, &env, &dir.path().join("stderr.log"));
-    let admin_addr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let mut webhook = WebhookProcess::spawn(&webhook_binary(), &args, &env, &dir.path().join("stderr.log"));
+    let admin = format!("127.0.0.1:{admin}").parse().unwrap();
     let ready_after = webhook
-        .wait_ready(admin_addr, Duration::from_secs(30))
+        .wait_ready(admin, Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    Served {
+        webhook,
+        pki,
+        listen: format!("127.0.0.1:{listen}").parse().unwrap(),
+        admin,
+        ready_after,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
+    let Served {
+        mut webhook,
+        pki,
+        listen,
+        admin: admin_addr,
+        ready_after,
+        _dir,
+    } = serve_ready(&[]).await;
     report(
         "serve_process",
-        &format!("{} ready {ready_after:.2?} after start", binary.display()),
+        &format!("{} ready {ready_after:.2?} after start", webhook_binary().display()),
     );
 
     // Two requests: each logs `admission reviewed` from a worker thread; the second would hang if the first had.
     for round in 0..2 {
         let body = serde_json::to_vec(&admission_fixture("01-plain-pod.json")).unwrap();
-        let reply = tokio::time::timeout(
-            Duration::from_secs(10),
-            admit(format!("127.0.0.1:{listen}").parse().unwrap(), &pki.ca_der(), body),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("admission request {round} got no answer in 10 s:\n{}", webhook.log()))
-        .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), admit(listen, &pki.ca_der(), body))
+            .await
+            .unwrap_or_else(|_| panic!("admission request {round} got no answer in 10 s:\n{}", webhook.log()))
+            .unwrap();
         assert_eq!(reply.status, http::StatusCode::OK);
         let review = reply.json();
         let response = &review["response"];
@@ -109,6 +139,48 @@ async fn serve_becomes_ready_admits_and_stops_on_sigterm() {
     }
     // Written to a file, as a container runtime keeps it: no terminal colour codes.
     assert!(!log.contains('\u{1b}'), "escape codes in a log file:\n{log}");
+}
+
+/// `--log-format json --log-level debug`: the `admission reviewed` line names the request itself, and the lines
+/// logged while the pod's objects are looked up (here a ServiceAccount missing from the cache, read live and not
+/// found) carry the request in the `admission` span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_request_and_at_debug_the_lookups_lines_carry_it() {
+    let mut served = serve_ready(&["--log-format", "json", "--log-level", "debug"]).await;
+    let mut review = admission_fixture("01-plain-pod.json");
+    review["request"]["object"]["spec"]["serviceAccountName"] = "not-there".into();
+    let uid = review["request"]["uid"].as_str().unwrap().to_owned();
+    let reply = admit(
+        served.listen,
+        &served.pki.ca_der(),
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.json()["response"]["allowed"], false, "{}", reply.json());
+
+    let exit = served.webhook.terminate(Duration::from_secs(30));
+    let log = served.webhook.log();
+    assert!(exit.success(), "exit {exit}:\n{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let reviewed = lines
+        .iter()
+        .find(|l| l["message"] == "admission reviewed")
+        .unwrap_or_else(|| panic!("no admission line:\n{log}"));
+    assert_eq!(reviewed["result"], "denied", "{reviewed}");
+    assert_eq!(reviewed["uid"], uid.as_str(), "{reviewed}");
+    assert_eq!(reviewed["namespace"], "wi-fixtures", "{reviewed}");
+    assert_eq!(reviewed["service_account"], "not-there", "{reviewed}");
+    let live = lines
+        .iter()
+        .find(|l| l["message"] == "ServiceAccount not cached; reading it live")
+        .unwrap_or_else(|| panic!("no cache-miss line:\n{log}"));
+    assert_eq!(live["span"]["name"], "admission", "{live}");
+    assert_eq!(live["span"]["uid"], uid.as_str(), "{live}");
+    assert_eq!(live["span"]["service_account"], "not-there", "{live}");
 }
 
 /// Self-managed certificates: while the Secret and caBundle are being set up (here an API server that accepts
