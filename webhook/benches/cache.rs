@@ -41,19 +41,19 @@ struct Measured {
     listed_in: Duration,
 }
 
-async fn measure(kubeconfig: &str, accounts: usize) -> Measured {
+async fn measure(kubeconfig: &str, accounts: usize) -> Result<Measured, String> {
     let started = std::time::Instant::now();
-    let mut server = support::start_server(kubeconfig, accounts).await;
+    let mut server = support::start_server(kubeconfig, accounts).await?;
     let listed_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let memory = procfs::memory(Some(server.pid())).unwrap();
     server.child.kill().await.unwrap();
-    Measured {
+    Ok(Measured {
         accounts,
         steady_kib: memory.rss_kib,
         peak_kib: memory.peak_kib,
         listed_in,
-    }
+    })
 }
 
 fn table(title: &str, rows: &[Measured]) {
@@ -127,6 +127,13 @@ async fn count_accounts(client: &kube::Client) -> usize {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // `run` returns first, so that the control plane it started is stopped before the exit.
+    if let Err(error) = run().await {
+        support::fail("cache", &error);
+    }
+}
+
+async fn run() -> Result<(), String> {
     println!(
         "resident memory of wi-webhook serve (release) by ServiceAccounts cached; steady = 2 s after the caches \
          listed; peak = VmHWM, the initial list included"
@@ -134,7 +141,7 @@ async fn main() {
     let mut fake = Vec::new();
     for accounts in SIZES {
         let api = fake_api::fake_api(accounts).await;
-        fake.push(measure(&fake_api::kubeconfig(api), accounts).await);
+        fake.push(measure(&fake_api::kubeconfig(api), accounts).await?);
     }
     table("against the fake API server (paginated metadata lists)", &fake);
 
@@ -144,7 +151,7 @@ async fn main() {
             "\nagainst a real kube-apiserver: skipped, KUBEBUILDER_ASSETS does not name a folder with kube-apiserver \
              and etcd (export KUBEBUILDER_ASSETS=\"$(../shared/kube/setup.sh)\")"
         );
-        return;
+        return Ok(());
     }
     let plane = envtest::ControlPlane::start(envtest::Options::default()).await;
     let version = plane.client.apiserver_version().await.unwrap();
@@ -165,7 +172,7 @@ async fn main() {
         created = target;
         let total = count_accounts(&plane.client).await;
         eprintln!("real API server: {total} ServiceAccounts ({rate:.0} created per second)");
-        real.push(measure(&kubeconfig, total).await);
+        real.push(measure(&kubeconfig, total).await?);
     }
     table(
         &format!(
@@ -174,4 +181,5 @@ async fn main() {
         ),
         &real,
     );
+    Ok(())
 }

@@ -270,7 +270,9 @@ async fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let api = fake_api(ACCOUNTS).await;
-    let server = support::start_server(&kubeconfig(api), ACCOUNTS).await;
+    let server = support::start_server(&kubeconfig(api), ACCOUNTS)
+        .await
+        .unwrap_or_else(|e| support::fail("load", &e));
     let idle = procfs::memory(Some(server.pid())).unwrap();
     let (null_body, mutate_body) = (
         server.dir.path().join("null.json"),

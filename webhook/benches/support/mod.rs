@@ -39,27 +39,36 @@ impl Server {
 }
 
 /// Starts `wi-webhook serve` with `kubeconfig` and waits until it is ready (its caches listed) and holds
-/// `accounts` ServiceAccounts.
-pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+/// `accounts` ServiceAccounts. The error says which step failed.
+pub async fn start_server(kubeconfig: &str, accounts: usize) -> Result<Server, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    let pki = |e: rcgen::Error| format!("cannot make the throwaway CA and serving certificate: {e}");
+    let ca_key = rcgen::KeyPair::generate().map_err(pki)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = ca_params.self_signed(&ca_key).map_err(pki)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
+    let key = rcgen::KeyPair::generate().map_err(pki)?;
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
+        .map_err(pki)?
         .signed_by(&key, &issuer)
-        .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        .map_err(pki)?;
+    let write = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write("tls.crt", &cert.pem())?;
+    write("tls.key", &key.serialize_pem())?;
+    write("ca.crt", &ca.pem())?;
+    write("kubeconfig", kubeconfig)?;
     let (listen, admin) = (free_port(), free_port());
-    std::fs::create_dir(dir.path().join("log")).unwrap();
-    let log = std::fs::File::create(dir.path().join("log/server.log")).unwrap();
-    let child = tokio::process::Command::new(webhook_binary())
+    // The log in a folder of its own: the server watches the certificates' folder.
+    let log_path = dir.path().join("log/server.log");
+    let log = std::fs::create_dir(dir.path().join("log"))
+        .and_then(|()| std::fs::File::create(&log_path))
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let binary = webhook_binary();
+    let child = tokio::process::Command::new(&binary)
         .args(["serve", "--tenant-id", TENANT, "--log-format", "json"])
         .args([
             "--listen",
@@ -76,11 +85,11 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let server = Server {
         child,
-        admission: format!("127.0.0.1:{listen}").parse().unwrap(),
-        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+        admission: SocketAddr::from(([127, 0, 0, 1], listen)),
+        admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         ca_file: dir.path().join("ca.crt"),
         dir,
     };
@@ -90,10 +99,25 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Server {
             .is_some_and(|(status, _)| status == 200)
     })
     .await;
-    assert!(ready, "wi-webhook never became ready");
+    if !ready {
+        return Err(format!(
+            "wi-webhook never became ready in 300 s; its log: {}",
+            log_path.display()
+        ));
+    }
     let cached = server
         .metric("wi_webhook_cache_objects{kind=\"serviceaccounts\"}")
         .await;
-    assert_eq!(cached, Some(accounts as f64), "ServiceAccounts cached");
-    server
+    if cached != Some(accounts as f64) {
+        return Err(format!(
+            "wi-webhook cached {cached:?} ServiceAccounts, expected {accounts}"
+        ));
+    }
+    Ok(server)
+}
+
+/// Ends the bench `name` with `error` on standard error and exit status 1.
+pub fn fail(name: &str, error: &str) -> ! {
+    eprintln!("{name}: {error}");
+    std::process::exit(1)
 }
