@@ -260,6 +260,19 @@ async fn measure(server: &support::Server, protocol: Protocol, body: &Path, expe
     run
 }
 
+/// The `admission reviewed` lines of the server's log, and its bytes, read a line at a time (a run writes about
+/// 500 MB).
+fn reviewed_lines(path: &Path) -> std::io::Result<(u64, u64)> {
+    const LINE: &[u8] = b"admission reviewed";
+    let (mut reviewed, mut bytes) = (0, 0);
+    for line in std::io::BufRead::split(std::io::BufReader::new(std::fs::File::open(path)?), b'\n') {
+        let line = line?;
+        bytes += line.len() as u64 + 1;
+        reviewed += u64::from(line.windows(LINE.len()).any(|w| w == LINE));
+    }
+    Ok((reviewed, bytes))
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     for (tool, package) in [("wrk", "wrk"), ("h2load", "nghttp2-client")] {
@@ -364,15 +377,14 @@ async fn main() {
          peak {} KiB",
         idle.rss_kib, loaded.rss_kib, loaded.peak_kib
     );
-    // Read a line at a time: a run writes about 500 MB.
     let path = server.dir.path().join("log/server.log");
-    let open = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let (mut reviewed, mut bytes) = (0u64, 0u64);
-    for line in std::io::BufRead::split(std::io::BufReader::new(open), b'\n') {
-        let line = line.unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        bytes += line.len() as u64 + 1;
-        reviewed += u64::from(line.windows(18).any(|w| w == b"admission reviewed"));
-    }
+    let (reviewed, bytes) = match reviewed_lines(&path) {
+        Ok(counted) => counted,
+        Err(e) => {
+            drop(server);
+            support::fail("load", &format!("cannot read {}: {e}", path.display()));
+        }
+    };
     let admissions: u64 = futures::future::join_all(["mutated", "unchanged"].map(|r| outcome_count(&server, r)))
         .await
         .iter()
