@@ -301,7 +301,7 @@ async fn main() {
             server.admission.port(),
             null_body.display(),
             mutate_body.display(),
-            server.dir.path().join("log/server.log").display()
+            server.log_file.display()
         );
         if let Err(error) = tokio::signal::ctrl_c().await {
             eprintln!("load --hold: cannot wait for Ctrl-C ({error}); stopping the server");
@@ -377,12 +377,12 @@ async fn main() {
          peak {} KiB",
         idle.rss_kib, loaded.rss_kib, loaded.peak_kib
     );
-    let path = server.dir.path().join("log/server.log");
-    let (reviewed, bytes) = match reviewed_lines(&path) {
+    let (reviewed, bytes) = match reviewed_lines(&server.log_file) {
         Ok(counted) => counted,
         Err(e) => {
+            let message = format!("cannot read {}: {e}", server.log_file.display());
             drop(server);
-            support::fail("load", &format!("cannot read {}: {e}", path.display()));
+            support::fail("load", &message);
         }
     };
     let admissions: u64 = futures::future::join_all(["mutated", "unchanged"].map(|r| outcome_count(&server, r)))

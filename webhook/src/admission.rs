@@ -83,31 +83,30 @@ pub async fn review(review: &AdmissionReview, lookup: &dyn Lookup, config: &Conf
         return (review.allow_unchanged(), Outcome::Unchanged);
     };
     let (uid, dry_run) = (review.request.uid.as_str(), review.request.dry_run.unwrap_or(false));
-    let span = tracing::debug_span!(
-        "admission",
-        uid,
-        namespace = pod.namespace,
-        pod = pod.name,
-        service_account = pod.service_account,
-        dry_run,
-    );
+    // The request's fields, listed once: after the span's name, or before the decision's fields and message.
+    macro_rules! with_request {
+        ($macro:ident, [$($head:tt)*] $($tail:tt)*) => {
+            tracing::$macro!(
+                $($head)*
+                uid,
+                namespace = pod.namespace,
+                pod = pod.name,
+                service_account = pod.service_account,
+                dry_run,
+                $($tail)*
+            )
+        };
+    }
+    let span = with_request!(debug_span, ["admission",]);
     let result = admit_pod(&pod, lookup, config).instrument(span).await;
     let outcome = match &result {
         Ok(m) if m.patch.is_empty() => Outcome::Unchanged,
         Ok(_) => Outcome::Mutated,
         Err(rejection) => rejection.outcome(),
     };
-    // The request's fields, then the decision's.
     macro_rules! reviewed {
         ($level:ident, $($decision:tt)*) => {
-            tracing::$level!(
-                uid,
-                namespace = pod.namespace,
-                pod = pod.name,
-                service_account = pod.service_account,
-                dry_run,
-                $($decision)*
-            )
+            with_request!($level, [] $($decision)*)
         };
     }
     match &result {

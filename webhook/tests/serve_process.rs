@@ -65,7 +65,7 @@ async fn serve_ready(extra: &[&str]) -> Served {
         dir.path().join("kubeconfig").display().to_string(),
     )];
     let mut webhook = WebhookProcess::spawn(&webhook_binary(), &args, &env, &dir.path().join("stderr.log"));
-    let admin = format!("127.0.0.1:{admin}").parse().unwrap();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
     let ready_after = webhook
         .wait_ready(admin, Duration::from_secs(30))
         .await
@@ -73,7 +73,7 @@ async fn serve_ready(extra: &[&str]) -> Served {
     Served {
         webhook,
         pki,
-        listen: format!("127.0.0.1:{listen}").parse().unwrap(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], listen)),
         admin,
         ready_after,
         _dir: dir,

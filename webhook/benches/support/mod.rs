@@ -22,6 +22,8 @@ pub struct Server {
     pub admin: SocketAddr,
     /// The CA that signed the serving certificate, PEM, in `dir`.
     pub ca_file: PathBuf,
+    /// Its standard error, in `dir`.
+    pub log_file: PathBuf,
     pub dir: tempfile::TempDir,
 }
 
@@ -91,6 +93,7 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Result<Server, S
         admission: SocketAddr::from(([127, 0, 0, 1], listen)),
         admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         ca_file: dir.path().join("ca.crt"),
+        log_file: log_path,
         dir,
     };
     let ready = eventually(Duration::from_secs(300), async || {
@@ -102,7 +105,7 @@ pub async fn start_server(kubeconfig: &str, accounts: usize) -> Result<Server, S
     if !ready {
         return Err(format!(
             "wi-webhook never became ready in 300 s; its log: {}",
-            log_path.display()
+            server.log_file.display()
         ));
     }
     let cached = server
