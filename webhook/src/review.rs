@@ -533,6 +533,7 @@ mod tests {
         assert!(mutation.warnings.is_empty());
         mutation.warnings.push(crate::diagnostics::Warning::new(
             crate::diagnostics::Code::InjectedRecord,
+            crate::diagnostics::Subject::Pod,
             "a \"quoted\" warning\n".to_owned(),
         ));
         let patch_json = String::from_utf8(mutation.patch.to_json().to_vec()).unwrap();

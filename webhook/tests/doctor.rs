@@ -1,7 +1,7 @@
 //! `wi-webhook doctor` as users run it: the real binary over the walkthrough's manifests and `az` output, the
 //! project's own manifests, standard input, every output format and exit code; and one fixture per check
-//! (`tests/doctor/checks/WIxxx.yaml`, with `WIxxx.az.json` for the Azure side), each giving exactly the codes its
-//! `# expect:` line names.
+//! (`tests/doctor/checks/WIxxx.yaml`, with `WIxxx.az.json` for the Azure side), each giving exactly the findings its
+//! `# expect: CODE on KIND NAMESPACE/NAME` lines name: the code and the object it is filed under.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -259,14 +259,35 @@ fn unreadable_input_exits_2_naming_the_file_and_line() {
     assert!(text(&out.stderr).contains("nothing to check"), "{}", text(&out.stderr));
 }
 
-/// `# expect: CODE...` and `# args: ...` of a fixture.
+/// A finding as a fixture's `# expect:` line writes it: `WI202 on ServiceAccount default/app`.
+fn code_on_object(finding: &Value) -> String {
+    let object = &finding["object"];
+    let namespace = object["namespace"]
+        .as_str()
+        .map(|ns| format!("{ns}/"))
+        .unwrap_or_default();
+    format!(
+        "{} on {} {namespace}{}",
+        finding["code"].as_str().unwrap(),
+        object["kind"].as_str().unwrap(),
+        object["name"].as_str().unwrap()
+    )
+}
+
+/// `# expect: CODE on OBJECT` (one line per finding) and `# args: ...` of a fixture.
 fn header(fixture: &Path) -> (BTreeSet<String>, Vec<String>) {
     let content = std::fs::read_to_string(fixture).unwrap();
     let mut expect = BTreeSet::new();
     let mut args = vec!["--tenant-id".to_owned(), TENANT.to_owned()];
     for line in content.lines().take_while(|l| l.starts_with('#')) {
-        if let Some(codes) = line.strip_prefix("# expect:") {
-            expect.extend(codes.split_whitespace().map(str::to_owned));
+        if let Some(finding) = line.strip_prefix("# expect:") {
+            let finding = finding.trim();
+            assert!(
+                finding.contains(" on "),
+                "{}: {line:?} names no object",
+                fixture.display()
+            );
+            expect.insert(finding.to_owned());
         }
         if let Some(given) = line.strip_prefix("# args:") {
             args = given.split_whitespace().map(str::to_owned).collect();
@@ -306,7 +327,12 @@ fn every_check_has_a_fixture_that_gives_exactly_its_code() {
         let mut stdout = Vec::new();
         let result = wi_webhook::cli::run(cli, &mut std::io::empty(), &mut stdout, &mut Vec::new());
         let report: Value = serde_json::from_slice(&stdout).unwrap();
-        let found: BTreeSet<String> = codes(&report).into_iter().collect();
+        let found: BTreeSet<String> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(code_on_object)
+            .collect();
         let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
         if found != expect {
             failures.push(format!("{name}: expected {expect:?}, found {found:?}: {report:#}"));
@@ -315,7 +341,12 @@ fn every_check_has_a_fixture_that_gives_exactly_its_code() {
         if (errors > 0) != result.is_err() {
             failures.push(format!("{name}: {errors} errors but run returned {result:?}"));
         }
-        covered.extend(expect);
+        covered.extend(
+            expect
+                .iter()
+                .filter_map(|e| e.split_whitespace().next())
+                .map(str::to_owned),
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Codes only a cluster can show (WI105-107: the test against the real control plane covers them), or that

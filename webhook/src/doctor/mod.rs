@@ -15,12 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use wi_contract::*;
 
-use crate::cli::pod_of;
 use crate::config::Config;
-use crate::diagnostics::{Code, Severity, Warning};
-use crate::mutate::diagnostics::{check_class, warn_identity, warn_lookalikes};
+use crate::diagnostics::{Code, Severity, Subject, Warning};
+use crate::mutate::warnings::{check_class, warn_identity, warn_lookalikes};
 use crate::mutate::{
-    self, ClassLookup, Inputs, ServiceAccount, non_empty, secret_provider_class_name, service_account_name,
+    self, ClassLookup, Inputs, ServiceAccount, non_empty, pod_of, secret_provider_class_name, service_account_name,
 };
 
 pub use azure::AzureInputs;
@@ -335,17 +334,13 @@ impl<'a> Doctor<'a> {
         warning: &Warning,
         out: &mut Findings,
     ) {
-        let on_account = match warning.code {
-            Code::NoClientId | Code::ClientIdNotUuid | Code::TenantIdNotUuid | Code::NoTenant => true,
-            Code::LookAlikeKey => warning.message.contains(" on ServiceAccount "),
-            _ => false,
-        };
-        let class = class_of(warning).and_then(|name| self.classes.get(&(namespace.to_owned(), name.to_owned())));
-        let on = match (on_account, sa, class) {
-            (true, Some(sa), _) => sa,
-            (_, _, Some(class)) => class,
-            _ => w,
-        };
+        // An object that is not among those read (a missing class, say): the finding goes on the workload.
+        let on = match &warning.subject {
+            Subject::ServiceAccount => sa,
+            Subject::SecretProviderClass(name) => self.classes.get(&(namespace.to_owned(), name.clone())).copied(),
+            Subject::Pod => None,
+        }
+        .unwrap_or(w);
         let site = Site::of(on, object_ref(on, namespace), key_of(warning.code));
         out.push(warning.code, site, warning.message.clone(), None);
     }
@@ -515,12 +510,6 @@ pub(crate) fn csi_classes(pod: &Value) -> Vec<String> {
         .filter_map(|v| mutate::at(v, &["csi", "volumeAttributes", "secretProviderClass"]).and_then(Value::as_str))
         .map(str::to_owned)
         .collect()
-}
-
-/// The class an engine warning names (`SecretProviderClass "NAME" ...`).
-fn class_of(warning: &Warning) -> Option<&str> {
-    let rest = warning.message.strip_prefix("SecretProviderClass \"")?;
-    rest.split('"').next()
 }
 
 /// The key whose line a finding of `code` points at.

@@ -1,17 +1,17 @@
 //! The pod's annotations read into decisions: the token lifetime, the proxy annotations (accepted, not
 //! implemented) and the secrets plan (class, delivery, mount path, containers). Bad values are denials.
 
-use crate::diagnostics::{Code, Warning};
+use crate::diagnostics::{Code, Subject, Warning};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use wi_contract::*;
 
 use super::denial::Denial;
-use super::diagnostics::warn_unknown_names;
 use super::inputs::ServiceAccount;
 use super::pod::ContainerRef;
 use super::values::non_empty;
+use super::warnings::warn_unknown_names;
 
 /// Who writes the Key Vault objects into the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,7 @@ pub(super) fn check_proxy_annotations(
     if inject {
         warnings.push(Warning::new(
             Code::NoEffect,
+            Subject::Pod,
             format!(
                 "{INJECT_PROXY_SIDECAR_ANNOTATION}: the token proxy sidecar is not available in this version; \
                  the pod gets the workload identity env and token as usual"
@@ -122,6 +123,7 @@ pub(super) fn secrets_plan(
         for key in dependents.iter().filter(|k| annotations.contains_key(**k)) {
             warnings.push(Warning::new(
                 Code::NoEffect,
+                Subject::Pod,
                 format!("annotation {key} has no effect without {SECRET_PROVIDER_CLASS_ANNOTATION}"),
             ));
         }

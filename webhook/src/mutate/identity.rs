@@ -1,7 +1,7 @@
 //! Injecting the workload identity: the env vars, the token mount of each targeted container and the projected
 //! token volume, bringing what an earlier pass injected up to date and keeping what the pod wrote itself.
 
-use crate::diagnostics::{Code, Warning};
+use crate::diagnostics::{Code, Subject, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +14,8 @@ use super::annotations::normalize_path;
 use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
-use super::patch::{EnvVar, List, Pass, Wanted, contains, encoding, raw, write_env_var, write_str};
+use super::pass::Pass;
+use super::patch::{EnvVar, List, Wanted, contains, encoding, raw, write_env_var, write_str};
 use super::pod::ContainerRef;
 use super::values::{Fields as _, non_empty};
 use crate::config::Config;
@@ -403,6 +404,7 @@ pub(super) fn inject_mount<'a>(
             if normalize_path(user_path) != path {
                 pass.warnings.push(Warning::new(
                     Code::TokenMount,
+                    Subject::Pod,
                     format!(
                         "container {:?} mounts {volume} at {user_path}, not {path}: left as written",
                         container.name
@@ -470,6 +472,7 @@ pub(super) fn inject_volume(
             if !is_token {
                 pass.warnings.push(Warning::new(
                     Code::TokenMount,
+                    Subject::Pod,
                     format!(
                         "the pod's own volume {volume} is not a projected service account token for audience {}: \
                          left as written, Azure SDKs will fail to sign in",
@@ -541,6 +544,7 @@ pub(super) fn own_token_mount(
         Some(sub) => {
             warnings.push(Warning::new(
                 Code::TokenMount,
+                Subject::Pod,
                 format!(
                     "container {:?} mounts {sub:?} of {TOKEN_VOLUME}, which holds the token as {file_name:?}: the \
                      token is not in that mount, Azure SDKs will fail to sign in",

@@ -1,7 +1,7 @@
 //! The ownership record: what the webhook injected, kept in the `workload-identity.rs/injected` annotation so that
 //! a later pass replaces only that and leaves what the user wrote alone.
 
-use crate::diagnostics::{Code, Warning};
+use crate::diagnostics::{Code, Subject, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +52,7 @@ pub(super) fn read_marker(value: Option<&String>) -> (Marker<'static>, Option<Wa
                 Marker::default(),
                 Some(Warning::new(
                     Code::InjectedRecord,
+                    Subject::Pod,
                     format!("annotation {INJECTED_ANNOTATION} is not what this webhook writes; it is rewritten"),
                 )),
             ),

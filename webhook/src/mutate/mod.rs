@@ -9,24 +9,25 @@
 
 mod annotations;
 mod denial;
-pub(crate) mod diagnostics;
 mod identity;
 mod inputs;
 mod marker;
 mod opt_in;
+mod pass;
 mod patch;
 mod pod;
 mod sidecar;
 #[cfg(test)]
 mod tests;
 mod values;
+pub(crate) mod warnings;
 
 pub(crate) use annotations::token_expiration;
 pub use denial::Denial;
 pub use inputs::{ClassLookup, Inputs, Mutation, ObjectError, ServiceAccount, namespace_labels};
 pub use opt_in::{OptIn, opt_in};
 pub use patch::Patch;
-pub use pod::{secret_provider_class_name, service_account_name};
+pub use pod::{pod_of, secret_provider_class_name, service_account_name};
 pub(crate) use values::{at, is_contract_key, non_empty, string_map};
 
 use serde_json::Value;
@@ -34,12 +35,12 @@ use wi_contract::*;
 
 use crate::config::Config;
 use annotations::{Delivery, check_proxy_annotations, name_list, secrets_plan};
-use diagnostics::{warn_identity, warn_lookalikes, warn_secret_provider_class, warn_unknown_names};
 use identity::{Identity, inject_containers, inject_volume, token_volume};
 use marker::{read_marker, record};
-use patch::Pass;
+use pass::Pass;
 use pod::{PodParts, containers_of};
 use sidecar::{inject_sidecar, sidecar_container};
+use warnings::{warn_identity, warn_lookalikes, warn_secret_provider_class, warn_unknown_names};
 
 /// Computes the patch for a pod: [`opt_in`] from `inputs.namespace_labels`, then [`mutate_with`]. See the module docs.
 pub fn mutate(pod: &Value, inputs: &Inputs<'_>, config: &Config) -> Result<Mutation, Denial> {
@@ -74,7 +75,7 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
     warn_identity(sa, identity.client_id, identity.tenant_id, &mut warnings);
     if let Some(plan) = &plan {
         warn_secret_provider_class(
-            plan,
+            &plan.class,
             inputs.secret_provider_class,
             sa,
             (identity.client_id, identity.tenant_id),

@@ -1,6 +1,6 @@
 //! Whether a pod asked to be injected: its own `azure.workload.identity/use` label, else its namespace's.
 
-use crate::diagnostics::{Code, Warning};
+use crate::diagnostics::{Code, Subject, Warning};
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -42,6 +42,7 @@ fn opted_in(
         Some(other) => {
             warnings.push(Warning::new(
                 Code::UseLabelValue,
+                Subject::Pod,
                 format!(
                     "label {USE_LABEL}={other:?} on the pod is neither \"true\" nor \"false\"; {}",
                     if namespace_in {

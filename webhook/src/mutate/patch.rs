@@ -3,7 +3,6 @@
 //! Each operation's value is encoded as JSON when the operation is made (from a `Value`, or straight from a small
 //! struct such as [`EnvVar`]), so that the patch is written once and never held as a tree of `Value`s.
 
-use crate::diagnostics::Warning;
 use std::fmt;
 
 use serde::Serialize;
@@ -11,35 +10,7 @@ use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value};
 
 use super::denial::Denial;
-use super::marker::Marker;
 use super::values::Fields as _;
-
-/// One pass of the engine over a pod: what an earlier pass injected (`old`), what this one injects (`marker`), the
-/// operations so far and the warnings.
-pub(super) struct Pass<'a> {
-    pub(super) old: &'a Marker<'a>,
-    pub(super) marker: Marker<'a>,
-    pub(super) ops: Ops,
-    pub(super) warnings: Vec<Warning>,
-}
-
-impl<'a> Pass<'a> {
-    /// A pass over a pod of `containers` containers.
-    pub(super) fn new(old: &'a Marker<'a>, warnings: Vec<Warning>, containers: usize) -> Self {
-        Pass {
-            old,
-            marker: Marker::default(),
-            ops: Ops {
-                // About what one container's env, mount and record take in the patch, and the volumes.
-                ops: OpList::with_capacity(1024 + 512 * containers),
-                items: Vec::with_capacity(512 + 384 * containers),
-                entries: Vec::with_capacity(2 + 5 * containers),
-                ..Ops::default()
-            },
-            warnings,
-        }
-    }
-}
 
 /// An RFC 6902 JSON patch made of `add` and `replace` operations, kept as the JSON text the AdmissionReview
 /// response carries (before base64): written once, as the operations are made, never held as `Value`s.
@@ -269,6 +240,17 @@ struct Appended {
 }
 
 impl Ops {
+    /// Room for the operations of a pod of `containers` containers.
+    pub(super) fn for_containers(containers: usize) -> Self {
+        Ops {
+            // About what one container's env, mount and record take in the patch, and the volumes.
+            ops: OpList::with_capacity(1024 + 512 * containers),
+            items: Vec::with_capacity(512 + 384 * containers),
+            entries: Vec::with_capacity(2 + 5 * containers),
+            ..Ops::default()
+        }
+    }
+
     pub(super) fn replace(&mut self, pointer: &str, value: &(impl Serialize + ?Sized)) -> Result<(), Denial> {
         self.ops.replace(pointer, value)
     }

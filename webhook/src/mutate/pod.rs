@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use wi_contract::*;
 
 use super::denial::Denial;
@@ -167,6 +167,48 @@ pub(super) fn containers_of(spec: &Map<String, Value>) -> Result<Vec<ContainerRe
         )));
     }
     Ok(out)
+}
+
+/// The pod a manifest describes: a Pod as it is, or the pod a workload controller would create from its template.
+pub fn pod_of(manifest: Value) -> Result<Value, String> {
+    let kind = manifest
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let template = match kind.as_str() {
+        "Pod" => return Ok(manifest),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
+            manifest.pointer("/spec/template")
+        }
+        "CronJob" => manifest.pointer("/spec/jobTemplate/spec/template"),
+        "" => return Err("the manifest has no kind; expected a Pod or a workload with a pod template".to_owned()),
+        other => {
+            return Err(format!(
+                "kind {other} has no pod template; expected a Pod or a workload"
+            ));
+        }
+    };
+    let Some(template) = template.filter(|t| t.is_object()) else {
+        return Err(format!("the {kind} has no pod template"));
+    };
+    let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let owner = manifest
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(kind.as_str());
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.insert("generateName".to_owned(), Value::String(format!("{owner}-")));
+        if let Some(ns) = manifest.pointer("/metadata/namespace") {
+            meta.insert("namespace".to_owned(), ns.clone());
+        }
+    }
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use serde_json::{Map, json};
 
 use super::*;
 use crate::config::Cloud;
-use crate::diagnostics::Code;
+use crate::diagnostics::{Code, Subject, Warning};
 use rstest::rstest;
 
 const CLIENT: &str = "dc93f674-70ec-43e3-be7b-bf11ac753aa3";
@@ -174,7 +174,7 @@ fn sa_tenant_wins_over_the_default_and_empty_values_are_not_injected() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("has no azure.workload.identity/client-id")),
+            .any(|w| w.message.contains("has no azure.workload.identity/client-id")),
         "{m:?}"
     );
 }
@@ -294,7 +294,9 @@ fn proxy_sidecar_is_read_by_value(#[case] value: &str, #[case] port: Option<&str
     let m = run(&p, &annotated_sa(), None).unwrap();
     assert!(!m.patch.is_empty());
     assert_eq!(
-        m.warnings.iter().any(|w| w.contains("proxy sidecar is not available")),
+        m.warnings
+            .iter()
+            .any(|w| w.message.contains("proxy sidecar is not available")),
         warned,
         "{m:?}"
     );
@@ -508,7 +510,7 @@ fn secrets_containers_and_mount_path_choose_where_secrets_go() {
     let s = good_spc();
     let m = run(&p, &annotated_sa(), Some(&s)).unwrap();
     assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
-    assert!(m.warnings[0].contains("\"ghost\""));
+    assert!(m.warnings[0].message.contains("\"ghost\""));
     let out = apply(&p, &m);
     let mounts = |i: usize| out["spec"]["containers"][i]["volumeMounts"].clone();
     assert!(
@@ -608,7 +610,9 @@ fn secret_provider_class_problems_are_warnings(
     let m = run(&p, &annotated_sa(), class.as_ref()).unwrap();
     assert!(!m.patch.is_empty());
     assert!(
-        m.warnings.iter().any(|w| w.contains(expected) && w.code == code),
+        m.warnings
+            .iter()
+            .any(|w| w.message.contains(expected) && w.code == code),
         "{:?}",
         m.warnings
     );
@@ -629,7 +633,11 @@ fn look_alike_keys_are_warned_about(
     let annotations: Map<String, Value> = pod_annotations.iter().map(|(k, v)| ((*k).into(), json!(v))).collect();
     let p = pod(Value::Object(annotations), json!([{"name": "app"}]));
     let m = run(&p, &sa(sa_annotations), None).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains(expected)), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.message.contains(expected)),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
@@ -647,7 +655,11 @@ fn a_class_that_could_not_be_read_is_a_warning_that_says_why() {
     let m = mutate(&p, &inputs, &config()).unwrap();
     assert_eq!(
         m.warnings,
-        ["SecretProviderClass \"kv\" could not be checked: forbidden"]
+        [Warning::new(
+            Code::ClassUnreadable,
+            Subject::SecretProviderClass("kv".to_owned()),
+            "SecretProviderClass \"kv\" could not be checked: forbidden".to_owned()
+        )]
     );
     assert!(
         apply(&p, &m)["spec"]["volumes"]
@@ -663,7 +675,11 @@ fn a_client_id_that_is_not_a_uuid_is_injected_with_a_warning() {
     let p = pod(json!({}), json!([{"name": "app"}]));
     let m = run(&p, &sa(&[(CLIENT_ID_ANNOTATION, "my-app")]), None).unwrap();
     assert_eq!(env_value(&apply(&p, &m), 0, ENV_CLIENT_ID).as_deref(), Some("my-app"));
-    assert!(m.warnings.iter().any(|w| w.contains("not a UUID")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.message.contains("not a UUID")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
@@ -849,7 +865,9 @@ fn a_subpath_mount_of_another_file_of_the_token_volume_is_warned_about() {
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}]);
     let m = run(&p, &annotated_sa(), None).unwrap();
     assert!(
-        m.warnings.iter().any(|w| w.contains("the token is not in that mount")),
+        m.warnings
+            .iter()
+            .any(|w| w.message.contains("the token is not in that mount")),
         "{:?}",
         m.warnings
     );
@@ -863,7 +881,7 @@ fn a_users_token_volume_of_another_kind_is_kept_with_a_warning() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("not a projected service account token")),
+            .any(|w| w.message.contains("not a projected service account token")),
         "{:?}",
         m.warnings
     );
@@ -874,7 +892,7 @@ fn a_users_token_volume_of_another_kind_is_kept_with_a_warning() {
 fn an_unreadable_marker_is_rewritten_with_a_warning() {
     let p = pod(json!({INJECTED_ANNOTATION: "garbage"}), json!([{"name": "app"}]));
     let m = run(&p, &annotated_sa(), None).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains(INJECTED_ANNOTATION)));
+    assert!(m.warnings.iter().any(|w| w.message.contains(INJECTED_ANNOTATION)));
     let out = apply(&p, &m);
     assert!(
         out["metadata"]["annotations"][INJECTED_ANNOTATION]

@@ -1,14 +1,13 @@
 //! Warnings about what would break at run time without refusing the pod: an identity without client or tenant
 //! id, a SecretProviderClass in another identity mode, container names that match nothing, look-alike keys.
 
-use crate::diagnostics::{Code, Warning};
+use crate::diagnostics::{Code, Subject, Warning};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use wi_contract::spc::{self, ConfigError};
 use wi_contract::*;
 
-use super::annotations::SecretsPlan;
 use super::inputs::{ClassLookup, ServiceAccount};
 use super::pod::ContainerRef;
 use super::values::{non_empty, string_map};
@@ -23,6 +22,7 @@ pub(super) fn warn_unknown_names(
         if !containers.iter().any(|c| c.name == name) {
             warnings.push(Warning::new(
                 Code::UnknownContainer,
+                Subject::Pod,
                 format!("annotation {key} names container {name:?}, which the pod does not have"),
             ));
         }
@@ -40,10 +40,12 @@ pub(crate) fn warn_identity(
     match client_id {
         None => warnings.push(Warning::new(
             Code::NoClientId,
+            Subject::ServiceAccount,
             format!("{sa} has no {CLIENT_ID_ANNOTATION} annotation, so AZURE_CLIENT_ID is not injected"),
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(Warning::new(
             Code::ClientIdNotUuid,
+            Subject::ServiceAccount,
             format!("{sa}: {CLIENT_ID_ANNOTATION} {id:?} is not a UUID; Entra ID client ids are UUIDs"),
         )),
         Some(_) => {}
@@ -51,6 +53,7 @@ pub(crate) fn warn_identity(
     match tenant_id {
         None => warnings.push(Warning::new(
             Code::NoTenant,
+            Subject::ServiceAccount,
             format!(
                 "no tenant: {sa} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not \
                  injected"
@@ -58,32 +61,36 @@ pub(crate) fn warn_identity(
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(Warning::new(
             Code::TenantIdNotUuid,
+            Subject::ServiceAccount,
             format!("tenant id {id:?} is not a UUID; Entra ID tenant ids are UUIDs"),
         )),
         Some(_) => {}
     }
 }
 
+/// The class named `class` (in the pod's namespace, the ServiceAccount's), as the lookup found it.
 pub(super) fn warn_secret_provider_class(
-    plan: &SecretsPlan,
+    class: &str,
     spc: ClassLookup<'_>,
     sa: &ServiceAccount,
     identity: (Option<&str>, Option<&str>),
     warnings: &mut Vec<Warning>,
 ) {
     match spc {
-        ClassLookup::Found(spc) => check_class(&plan.class, spc, identity, false, warnings),
+        ClassLookup::Found(spc) => check_class(class, spc, identity, false, warnings),
         ClassLookup::NotFound => warnings.push(Warning::new(
             Code::ClassNotFound,
+            Subject::SecretProviderClass(class.to_owned()),
             format!(
                 "SecretProviderClass {:?} was not found in namespace {:?}: the secrets volume cannot mount until it \
                  exists",
-                plan.class, sa.namespace
+                class, sa.namespace
             ),
         )),
         ClassLookup::Failed(why) => warnings.push(Warning::new(
             Code::ClassUnreadable,
-            format!("SecretProviderClass {:?} could not be checked: {why}", plan.class),
+            Subject::SecretProviderClass(class.to_owned()),
+            format!("SecretProviderClass {class:?} could not be checked: {why}"),
         )),
     }
 }
@@ -98,7 +105,13 @@ pub(crate) fn check_class(
     objects: bool,
     warnings: &mut Vec<Warning>,
 ) {
-    let mut warn = |code, message| warnings.push(Warning::new(code, message));
+    let mut warn = |code, message| {
+        warnings.push(Warning::new(
+            code,
+            Subject::SecretProviderClass(name.to_owned()),
+            message,
+        ))
+    };
     if let Some(provider) = spc.pointer("/spec/provider").and_then(Value::as_str)
         && provider != "azure"
     {
@@ -222,12 +235,13 @@ pub(crate) fn warn_lookalikes(
                 (None, Some(k)) => format!("did you mean {k}?"),
                 (None, None) => "it is not a key the webhook reads".to_owned(),
             };
-            let on = match on_account {
-                true => sa.to_string(),
-                false => "the pod".to_owned(),
+            let (subject, on) = match on_account {
+                true => (Subject::ServiceAccount, sa.to_string()),
+                false => (Subject::Pod, "the pod".to_owned()),
             };
             warnings.push(Warning::new(
                 Code::LookAlikeKey,
+                subject,
                 format!("{what} {key} on {on} is ignored: {advice}"),
             ));
         }
