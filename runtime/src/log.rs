@@ -6,6 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LogFormat {
     /// Human-readable lines.
     Plain,
@@ -13,12 +14,32 @@ pub enum LogFormat {
     Json,
 }
 
-/// How and what to log (`--log-format`, `--log-level`).
+/// How and what to log (`--log-format`, `--log-level` with the `clap` feature).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct LogConfig {
-    /// Line format.
+    /// Log line format.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "log-format",
+            env = "WI_LOG_FORMAT",
+            value_name = "FORMAT",
+            value_enum,
+            default_value = "plain"
+        )
+    )]
     pub format: LogFormat,
-    /// A level or `tracing` filter directives (e.g. `info`, `debug`, `info,kube=warn`).
+    /// Log level or `tracing` filter directives (e.g. `info`, `debug`, `info,kube=warn`).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "log-level",
+            env = "WI_LOG_LEVEL",
+            value_name = "FILTER",
+            default_value = "info"
+        )
+    )]
     pub level: String,
 }
 

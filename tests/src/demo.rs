@@ -154,7 +154,7 @@ fn load_examples(dir: &Path) -> anyhow::Result<Examples> {
     .to_owned();
     let tenant_id = text_at(&class, "/spec/parameters/tenantId", "the class's tenantId")?.to_owned();
     let vault = text_at(&class, "/spec/parameters/keyvaultName", "the class's keyvaultName")?.to_owned();
-    let mut pod = wi_webhook::cli::pod_of(deployment).map_err(|e| anyhow!("deployment.yaml: {e}"))?;
+    let mut pod = wi_webhook::mutate::pod_of(deployment).map_err(|e| anyhow!("deployment.yaml: {e}"))?;
     // The API server fills these in before admission.
     pod["metadata"]["namespace"] = json!("default");
     pod["metadata"]["generateName"] = json!("my-web-app-5d8f7c9b6-");
@@ -183,7 +183,7 @@ impl Webhook {
         #[derive(clap::Parser)]
         struct Wrapper {
             #[command(flatten)]
-            args: wi_webhook::cli::ServeArgs,
+            args: wi_webhook::server::ServeConfig,
         }
         let ca_key = rcgen::KeyPair::generate()?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -219,8 +219,7 @@ impl Webhook {
         argv.extend(args.iter().cloned());
         let serve = Wrapper::try_parse_from(argv)
             .map_err(|e| anyhow!("wi-webhook flags: {e}"))?
-            .args
-            .config();
+            .args;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let webhook = wi_webhook::server::Webhook::bind(serve, Arc::new(lookup), provider).await?;
         let url = format!("https://{}/mutate-v1-pod", webhook.admission_addr()?);

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod doctor;
+pub mod input;
 pub mod lookup;
 pub mod metrics;
 pub mod mutate;

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::load::{LoadError, Loaded};
+use crate::input::{LoadError, Loaded};
 
 /// A user-assigned managed identity (`az identity show`).
 #[derive(Debug, Clone, Deserialize)]
@@ -141,7 +141,7 @@ impl AzureInputs {
                 .map_or(1, |i| i + 1);
             let loaded = Loaded {
                 object: item.clone(),
-                source: Some(super::load::Source::new(file, line)),
+                source: Some(crate::input::Source::new(file, line)),
             };
             let parse_error = |what: &str, e: serde_json::Error| invalid(line, format!("{what}: {e}"));
             let has = |key: &str| item.get(key).is_some();

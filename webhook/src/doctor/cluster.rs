@@ -6,9 +6,9 @@ use kube::core::TypeMeta;
 use serde_json::Value;
 use wi_contract::INJECTED_ANNOTATION;
 
-use super::load::Loaded;
 use super::{Finding, ObjectRef};
 use crate::diagnostics::{Code, Severity};
+use crate::input::Loaded;
 
 /// Where to look.
 #[derive(Debug, Clone)]

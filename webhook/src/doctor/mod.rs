@@ -6,7 +6,6 @@
 
 mod azure;
 pub mod cluster;
-mod load;
 mod output;
 mod selection;
 
@@ -22,8 +21,8 @@ use crate::mutate::{
     self, ClassLookup, Inputs, ServiceAccount, non_empty, pod_of, secret_provider_class_name, service_account_name,
 };
 
+pub use crate::input::{LoadError, Loaded, Source};
 pub use azure::AzureInputs;
-pub use load::{LoadError, Loaded, Source, load_paths, parse_text};
 pub use output::{Format, render};
 
 /// The object a finding is about.
@@ -115,8 +114,9 @@ const POD_KEYS: &[&str] = &[
     INJECT_PROXY_SIDECAR_ANNOTATION,
 ];
 
-/// Runs every check over the objects and the Azure side; findings in input order, each object's together.
-pub fn check(objects: &[Loaded], azure: &AzureInputs, options: &Options) -> Vec<Finding> {
+/// Runs every check over the objects and the Azure side; findings in input order, each object's together, then
+/// `webhook`'s (what [`cluster::check_webhook`] found of the webhook itself), all under `options.strict`.
+pub fn check(objects: &[Loaded], azure: &AzureInputs, webhook: Vec<Finding>, options: &Options) -> Vec<Finding> {
     let doctor = Doctor::new(objects, options);
     let mut out = Findings::new(options.strict);
     let mut class_users: HashMap<(String, String), Vec<Identity>> = HashMap::new();
@@ -136,7 +136,14 @@ pub fn check(objects: &[Loaded], azure: &AzureInputs, options: &Options) -> Vec<
         }
     }
     azure_checks(&doctor, azure, options, &mut out);
-    out.sorted(objects)
+    let mut findings = out.sorted(objects);
+    findings.extend(webhook.into_iter().map(|mut f| {
+        if options.strict {
+            f.severity = Severity::Error;
+        }
+        f
+    }));
+    findings
 }
 
 /// Client id and tenant id a pod signs in with.

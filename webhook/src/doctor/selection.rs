@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::load::Loaded;
+use crate::input::Loaded;
 use crate::mutate;
 
 /// `None` when some webhook sends the pod (or no configuration of this webhook was read: nothing to judge);

@@ -30,7 +30,7 @@ use super::tls::CertStore;
 use crate::metrics::ReloadResult;
 
 /// Where the serving certificate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CertMode {
     /// `--tls-cert-file` and `--tls-key-file`, reloaded when they change (cert-manager, hand-made certificates).
     Files,
@@ -40,38 +40,53 @@ pub enum CertMode {
 }
 
 /// Where the serving certificate comes from and, self-managed, how it is kept (the `--cert-*`, `--ca-*`,
-/// `--namespace`, `--service-name` and `--webhook-configuration` flags of `serve`).
-#[derive(Debug, Clone)]
+/// `--namespace`, `--service-name` and `--webhook-configuration` flags of `serve`; the doc comments are their
+/// `--help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CertConfig {
     /// Where the serving certificate comes from.
+    #[arg(long, env = "WI_CERT_MODE", value_name = "MODE", value_enum, default_value = "files")]
     pub cert_mode: CertMode,
 
     /// Namespace of the webhook's Service and certificate Secret (self-managed mode).
+    #[arg(long, env = "WI_NAMESPACE", value_name = "NAMESPACE", default_value = "wi-system")]
     pub namespace: String,
 
     /// Name of the webhook's Service; the certificate is issued for its DNS names (self-managed mode).
+    #[arg(long, env = "WI_SERVICE_NAME", value_name = "NAME", default_value = "wi-webhook")]
     pub service_name: String,
 
     /// Secret that holds the CA and the serving certificate (self-managed mode).
+    #[arg(long, env = "WI_CERT_SECRET", value_name = "NAME", default_value = "wi-webhook-tls")]
     pub cert_secret: String,
 
     /// MutatingWebhookConfiguration whose caBundle is kept up to date (self-managed mode).
+    #[arg(
+        long,
+        env = "WI_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "wi-webhook"
+    )]
     pub webhook_configuration: String,
 
     /// Lifetime of a CA made by the webhook; a new one is rolled in when a third of it is left (counted from when it
     /// was made). At least three times --ca-rollover-settle plus --cert-check-interval.
+    #[arg(long, env = "WI_CA_LIFETIME", value_name = "DURATION", default_value = "5y", value_parser = humantime::parse_duration)]
     pub ca_lifetime: Duration,
 
     /// Lifetime of a serving certificate; a new one is issued when a third of it is left (counted from when it was
     /// made). At least three times --cert-check-interval.
+    #[arg(long, env = "WI_CERT_LIFETIME", value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
     pub cert_lifetime: Duration,
 
     /// How long a new CA is trusted in the caBundle before it signs the served certificate, and how long the old
     /// CA stays trusted afterwards. At least --cert-check-interval, so that every replica serves the new certificate
     /// before the old CA leaves the caBundle.
+    #[arg(long, env = "WI_CA_ROLLOVER_SETTLE", value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub ca_rollover_settle: Duration,
 
     /// How often the Secret and the caBundle are checked (self-managed mode).
+    #[arg(long, env = "WI_CERT_CHECK_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     pub cert_check_interval: Duration,
 }
 

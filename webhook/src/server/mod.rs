@@ -36,46 +36,76 @@ use tls::{CertStore, TlsVersion};
 use wi_runtime::admin::{AdminServer, Health};
 use wi_runtime::log::LogConfig;
 
-/// What `wi-webhook serve` runs with (its flags, read by `wi_webhook::cli`).
-#[derive(Debug, Clone)]
+/// What `wi-webhook serve` runs with: its flags, each with a `WI_*` environment variable twin. The doc comments are
+/// their `--help`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
     /// Address of the HTTPS admission endpoint (paths /mutate-v1-pod and /mutate).
+    #[arg(long, env = "WI_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
 
     /// Address of the plain-HTTP admin endpoint: /healthz, /readyz, /metrics.
+    #[arg(long, env = "WI_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9440")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain served, leaf first. Reloaded when it changes (a Secret volume's ..data swap included).
+    #[arg(
+        long,
+        env = "WI_TLS_CERT_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.crt"
+    )]
     pub tls_cert_file: PathBuf,
 
     /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "WI_TLS_KEY_FILE",
+        value_name = "FILE",
+        default_value = "/etc/wi-webhook/tls/tls.key"
+    )]
     pub tls_key_file: PathBuf,
 
     /// Lowest TLS version accepted.
+    #[arg(
+        long,
+        env = "WI_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        value_enum,
+        default_value = "1.2"
+    )]
     pub tls_min_version: TlsVersion,
 
     /// How often the certificate files are read again even without a change notification.
+    #[arg(long, env = "WI_TLS_POLL_INTERVAL", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     pub tls_poll_interval: Duration,
 
     /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "WI_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds).
+    #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
     /// After SIGTERM, how long the server stays up, unready, so that endpoints stop sending to it.
+    #[arg(long, env = "WI_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
 
     /// After the delay, how long in-flight requests may take to finish before the server exits anyway.
+    #[arg(long, env = "WI_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
     /// Where the serving certificate comes from.
+    #[command(flatten)]
     pub certs: CertConfig,
 
     /// The mutation engine's settings.
+    #[command(flatten)]
     pub engine: Config,
 
     /// Logging.
+    #[command(flatten)]
     pub log: LogConfig,
 }
 

@@ -191,11 +191,13 @@ pub fn server_config(
 }
 
 /// The lowest TLS version accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TlsVersion {
     /// TLS 1.2 and 1.3.
+    #[value(name = "1.2")]
     V1_2,
     /// TLS 1.3 only.
+    #[value(name = "1.3")]
     V1_3,
 }
 

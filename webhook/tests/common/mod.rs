@@ -28,7 +28,6 @@ pub use process::eventually;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use wi_webhook::cli::ServeArgs;
 use wi_webhook::lookup::{Lookup, LookupError, StaticLookup};
 use wi_webhook::mutate::ServiceAccount;
 use wi_webhook::server::{ServeConfig, Webhook};
@@ -153,7 +152,7 @@ pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeConfig {
     #[command(args_override_self = true)]
     struct Wrapper {
         #[command(flatten)]
-        args: ServeArgs,
+        args: ServeConfig,
     }
     let cert = cert_dir.join("tls.crt").display().to_string();
     let key = cert_dir.join("tls.key").display().to_string();
@@ -175,7 +174,7 @@ pub fn serve_args(cert_dir: &Path, extra: &[&str]) -> ServeConfig {
         "5s",
     ];
     argv.extend_from_slice(extra);
-    Wrapper::try_parse_from(argv).unwrap().args.config()
+    Wrapper::try_parse_from(argv).unwrap().args
 }
 
 /// A running webhook.

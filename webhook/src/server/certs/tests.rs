@@ -136,7 +136,7 @@ fn args(settle: &str, ca_lifetime: &str, cert_lifetime: &str) -> CertConfig {
     #[derive(clap::Parser)]
     struct Wrapper {
         #[command(flatten)]
-        args: crate::cli::CertArgs,
+        args: CertConfig,
     }
     <Wrapper as clap::Parser>::try_parse_from([
         "x",
@@ -151,7 +151,6 @@ fn args(settle: &str, ca_lifetime: &str, cert_lifetime: &str) -> CertConfig {
     ])
     .unwrap()
     .args
-    .config()
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -405,10 +404,10 @@ fn settings_that_would_break_trust_are_refused(#[case] flags: &[&str], #[case] e
     #[derive(clap::Parser)]
     struct Wrapper {
         #[command(flatten)]
-        args: crate::cli::CertArgs,
+        args: CertConfig,
     }
     let argv = ["x", "--cert-mode", "self-managed"].iter().chain(flags);
-    let settings = <Wrapper as clap::Parser>::try_parse_from(argv).unwrap().args.config();
+    let settings = <Wrapper as clap::Parser>::try_parse_from(argv).unwrap().args;
     match (settings.check(), expected) {
         (Ok(()), Ok(())) => {}
         (Err(message), Err(part)) => assert!(message.contains(part), "{message}"),

@@ -1,5 +1,6 @@
-//! Reading what doctor checks: files, folders and standard input, each holding YAML documents (`---` separated),
-//! JSON objects or arrays, and `List`s; every object keeps the file and line it came from.
+//! Reading the objects the command line is given (`mutate`'s files, `doctor -f`): files, folders and standard
+//! input, each holding YAML documents (`---` separated), JSON objects or arrays, and `List`s; every object keeps the
+//! file and line it came from. Standard input (`-`) is read at most once.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-/// An input that cannot be read: doctor exits 2 with this one-line message.
+/// An input that cannot be read: the command exits 2 with this one-line message.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file or folder could not be read.
@@ -88,36 +89,78 @@ impl Loaded {
     }
 }
 
-/// Reads every path: files, folders (their `.yaml`, `.yml` and `.json` files, recursively, in name order) and
-/// `-` for standard input.
-pub fn load_paths(paths: &[PathBuf], stdin: &mut dyn Read) -> Result<Vec<Loaded>, LoadError> {
-    let mut out = Vec::new();
-    let mut stdin_used = false;
-    for path in paths {
+/// The command's inputs: paths read through it share one standard input, which `-` reads at most once.
+pub struct Inputs<'a> {
+    stdin: &'a mut dyn Read,
+    stdin_used: bool,
+}
+
+impl<'a> Inputs<'a> {
+    /// Inputs whose `-` is `stdin`.
+    pub fn new(stdin: &'a mut dyn Read) -> Self {
+        Inputs {
+            stdin,
+            stdin_used: false,
+        }
+    }
+
+    /// The text of one file, or of standard input for `-`.
+    pub fn text(&mut self, path: &Path) -> Result<String, LoadError> {
         if path == Path::new("-") {
-            if stdin_used {
+            if self.stdin_used {
                 return Err(LoadError::StdinTwice);
             }
-            stdin_used = true;
+            self.stdin_used = true;
             let mut text = String::new();
-            stdin.read_to_string(&mut text).map_err(|source| LoadError::Read {
+            self.stdin.read_to_string(&mut text).map_err(|source| LoadError::Read {
                 path: "standard input".to_owned(),
                 source,
             })?;
-            out.extend(parse_text("<stdin>", &text)?);
-            continue;
+            return Ok(text);
         }
-        let mut files = Vec::new();
-        collect_files(path, true, &mut files)?;
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
-                path: file.display().to_string(),
-                source,
-            })?;
-            out.extend(parse_text(&file.display().to_string(), &text)?);
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Every object of every path: files, folders (their `.yaml`, `.yml` and `.json` files, recursively, in name
+    /// order) and `-` for standard input (named `<stdin>` in findings).
+    pub fn load(&mut self, paths: &[PathBuf]) -> Result<Vec<Loaded>, LoadError> {
+        let mut out = Vec::new();
+        for path in paths {
+            if path == Path::new("-") {
+                let text = self.text(path)?;
+                out.extend(parse_text("<stdin>", &text)?);
+                continue;
+            }
+            let mut files = Vec::new();
+            collect_files(path, true, &mut files)?;
+            for file in files {
+                let text = self.text(&file)?;
+                out.extend(parse_text(&file.display().to_string(), &text)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The one object of a file (`-` for standard input): JSON, or YAML holding one document.
+    pub fn one(&mut self, path: &Path) -> Result<Value, LoadError> {
+        let text = self.text(path)?;
+        let shown = path.display().to_string();
+        let mut objects = parse_text(&shown, &text)?;
+        match objects.len() {
+            1 => Ok(objects.remove(0).object),
+            n => Err(LoadError::Invalid {
+                path: shown,
+                line: 1,
+                message: match n {
+                    0 => "the file holds no object".to_owned(),
+                    n => format!("the file holds {n} objects; expected one"),
+                },
+            }),
         }
     }
-    Ok(out)
 }
 
 fn collect_files(path: &Path, given: bool, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
