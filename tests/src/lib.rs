@@ -6,7 +6,6 @@
 //!   access, disabled objects, certificate-backed secrets), with faults and request counters;
 //! - [`jwt`]: RS256 keys, JWKS, verification;
 //! - [`demo`]: the walkthrough end to end, which the `wi-demo` binary prints.
-mod admin;
 pub mod demo;
 pub mod emulator;
 pub mod jwt;

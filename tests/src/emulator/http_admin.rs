@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::emulator::{
+use super::{
     Admin, CertificateFormat, Fault, FaultTarget, FederatedCredential, Identity, KeyKind, TOKEN_EXCHANGE_AUDIENCE,
 };
 
