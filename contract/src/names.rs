@@ -1,5 +1,5 @@
-//! The names of the pod contract: labels, annotations, env vars, volumes, paths and ports, as the README's
-//! compatibility table lists them.
+//! The names of the pod contract: labels, annotations, env vars, volumes, paths and ports, as the compatibility
+//! table (docs/compatibility.md) lists them.
 //!
 //! Upstream-compatible keys are spelled exactly as Azure Workload Identity spells them; project extensions use
 //! the `workload-identity.rs/` prefix. Names are constants, never derived from the pod.

@@ -59,3 +59,8 @@ pub use watch::{SecretsDir, Stale, WatchMode, WatchOptions};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The Rust snippets of docs/sdk.md, compiled the same way.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/sdk.md")]
+struct SdkDocDoctests;

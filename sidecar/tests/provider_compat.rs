@@ -6,7 +6,7 @@
 //! `openssl pkcs12`).
 //!
 //! The rules of `provider.go` v1.8.2 that no provider test pins are cases too, citing the line (REFERENCE.md §3).
-//! Where `wi-sidecar` differs, the case names the [`Difference`], each in the README's sidecar section.
+//! Where `wi-sidecar` differs, the case names the [`Difference`], each stated in docs/sidecar.md.
 //! `tests/tests/sidecar_sync.rs` runs the same rules end to end against the emulated Key Vault (file names,
 //! `objectAlias`, `filePermission`, `objectVersionHistory` directories).
 
@@ -443,8 +443,8 @@ fn the_providers_tests_hold_with_every_difference_named() {
 }
 
 #[test]
-fn every_difference_is_in_the_readme() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+fn every_difference_is_in_the_sidecar_docs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sidecar.md")).unwrap();
     let used: Vec<Difference> = cases().iter().flat_map(|c| c.differences.iter().copied()).collect();
     let phrase = |difference| match difference {
         Difference::GermanCloudClosed => "`AZUREGERMANCLOUD`",
@@ -454,7 +454,7 @@ fn every_difference_is_in_the_readme() {
         assert!(used.contains(&difference), "{difference:?} is used by no case");
         assert!(
             readme.contains(phrase(difference)),
-            "the README does not state {difference:?}"
+            "docs/sidecar.md does not state {difference:?}"
         );
     }
 }

@@ -6,7 +6,7 @@
 //! Upstream tests functions (`getServiceAccountTokenExpiration`, `addEnvironmentVariables`, ...); here every case
 //! goes through the whole admission, so its expectation is what the user sees: the patched pod, or the refusal.
 //! Where the expectation differs from upstream's, the case names the [`Difference`], and every difference is a row
-//! of the README's compatibility table (checked below). Cases written here, from upstream's facts.
+//! of the compatibility table in docs/compatibility.md (checked below). Cases written here, from upstream's facts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,7 +25,7 @@ use wi_webhook::review::{AdmissionReview, decode_patch};
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 const PUBLIC_HOST: &str = "https://login.microsoftonline.com/";
 
-/// Why a case's expectation is not upstream's literal one. Each is a row of the README's compatibility table, found
+/// Why a case's expectation is not upstream's literal one. Each is a row of the compatibility table (docs/compatibility.md), found
 /// there by [`Difference::readme`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Difference {
@@ -51,7 +51,7 @@ enum Difference {
 }
 
 impl Difference {
-    /// Words of the README's compatibility table that state this difference.
+    /// Words of the compatibility table (docs/compatibility.md) that state this difference.
     fn readme(self) -> &'static str {
         match self {
             Difference::OptInChecked => "The handler checks it itself",
@@ -985,12 +985,17 @@ fn upstream_webhook_tests_hold_with_every_difference_named() {
     println!("{} upstream cases hold; not ported: {NOT_PORTED:?}", cases.len());
 }
 
-/// The README's compatibility table names every difference a case relies on, and no difference is unused.
+/// The compatibility table (docs/compatibility.md) names every difference a case relies on, and no difference is
+/// unused.
 #[test]
-fn every_difference_is_in_the_readme_compatibility_table() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+fn every_difference_is_in_the_compatibility_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/compatibility.md")).unwrap();
     let start = readme.find("## Compatibility with Azure Workload Identity").unwrap();
-    let table = &readme[start..start + readme[start..].find("\n## What the webhook does").unwrap()];
+    let table = &readme[start
+        ..start
+            + readme[start..]
+                .find("\n## Migrating from Azure Workload Identity")
+                .unwrap()];
     let used: std::collections::BTreeSet<Difference> =
         cases().iter().flat_map(|c| c.differences.iter().copied()).collect();
     for difference in [

@@ -27,12 +27,7 @@ fn secret_bundle(base: &str, name: &str, s: &SecretVersion) -> Value {
 
 // An error here is the response to send: axum responses are large, and these are cold paths.
 #[allow(clippy::result_large_err)]
-fn find_version(
-    inner: &Inner,
-    vault: &str,
-    name: &str,
-    version: Option<&str>,
-) -> Result<SecretVersion, Response> {
+fn find_version(inner: &Inner, vault: &str, name: &str, version: Option<&str>) -> Result<SecretVersion, Response> {
     let state = inner.state();
     pick(
         state.vaults.get(vault).and_then(|v| v.secrets.get(name)),
@@ -58,13 +53,7 @@ pub(super) async fn get_version(
     get_secret(&inner, &vault, &name, Some(&version), &headers).await
 }
 
-async fn get_secret(
-    inner: &Inner,
-    vault: &str,
-    name: &str,
-    version: Option<&str>,
-    headers: &HeaderMap,
-) -> Response {
+async fn get_secret(inner: &Inner, vault: &str, name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let base = match authorize(inner, vault, headers, "get", "get-secret").await {
         Ok(base) => base,
         Err(response) => return response,

@@ -47,7 +47,7 @@ pub struct DoctorArgs {
     #[arg(short = 'A', long, conflicts_with = "namespace")]
     pub all_namespaces: bool,
 
-    /// Output format: text (grouped by object), json (schema in the README) or sarif (for code scanning).
+    /// Output format: text (grouped by object), json (schema in docs/doctor.md) or sarif (for code scanning).
     #[arg(
         short = 'o',
         long,

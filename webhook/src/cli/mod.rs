@@ -38,7 +38,7 @@ pub enum Command {
     /// Find the mistakes that break workload identity and Key Vault delivery: in manifests (-f), in what az
     /// prints (--azure), or in a cluster (--cluster, or `doctor pod NAME`).
     ///
-    /// Every finding has a code (WI101...; the README lists them), the object and the file:line, what goes wrong
+    /// Every finding has a code (WI101...; docs/doctor.md lists them), the object and the file:line, what goes wrong
     /// at run time and the fix. Exits 0 when nothing is wrong, 1 when an error (with --strict, also a warning) was
     /// found, 2 when an input cannot be read.
     Doctor(Box<doctor::DoctorArgs>),

@@ -1,5 +1,5 @@
 //! doctor's three outputs: `text` (grouped by object, colour on a terminal), `json` (schema version 1, documented in
-//! the README) and `sarif` (2.1.0, for code scanning).
+//! docs/doctor.md) and `sarif` (2.1.0, for code scanning).
 
 use std::fmt::Write as _;
 
