@@ -11,9 +11,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== manifests and Dockerfiles"
 scripts/check-manifests.sh
 echo "== cargo test --workspace"
-# The tests that need a control plane (webhook/tests/envtest.rs, install.rs) run when KUBEBUILDER_ASSETS names a
-# folder with kube-apiserver and etcd, or when CI=true (where a missing one fails); otherwise cargo reports them as
-# ignored, with the reason (webhook/build.rs).
+# The tests that need a control plane (webhook/tests/control_plane/) run when KUBEBUILDER_ASSETS names a folder with
+# kube-apiserver and etcd, or when CI=true (where a missing one fails); otherwise cargo reports them as ignored, with
+# the reason (webhook/build.rs).
 if [ -x "${KUBEBUILDER_ASSETS:-/nonexistent}/kube-apiserver" ] && [ -x "${KUBEBUILDER_ASSETS}/etcd" ]; then
   echo "   envtest: the control-plane tests run against ${KUBEBUILDER_ASSETS}"
 elif [ "${CI:-}" = true ]; then
@@ -24,7 +24,7 @@ else
   echo "   envtest: KUBEBUILDER_ASSETS does not name a folder with kube-apiserver and etcd; the control-plane tests" \
        "are reported as ignored (export KUBEBUILDER_ASSETS=\"\$(setup-envtest use -p path 1.36)\" to run them)"
 fi
-# The process tests (serve_process.rs, install.rs) run wi-webhook as shipped: the release build.
+# The process tests (webhook/tests/process, control_plane/install.rs) run wi-webhook as shipped: the release build.
 cargo build --release --locked --quiet -p wi-webhook --bin wi-webhook
 export WI_WEBHOOK_BINARY="$PWD/target/release/wi-webhook"
 # Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.

@@ -1,6 +1,7 @@
 //! A real SIGTERM to this test process: the webhook turns unready, finishes the request in flight, stops
 //! accepting and returns. The JSON log lines of the run are captured and checked. This file holds one test, so the
-//! signal and the global logger concern nothing else.
+//! signal and the global logger concern nothing else, and it is a test binary of its own: a signal sent to the process
+//! and a global logger would reach any test beside it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
+use crate::common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
 use serde_json::Value;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
@@ -60,7 +58,7 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
     let plane = ControlPlane::start(Options::default()).await;
     let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
     apply(&admin, SECRET_PROVIDER_CLASS_CRD);
-    let established = common::process::eventually(Duration::from_secs(30), async || {
+    let established = crate::common::process::eventually(Duration::from_secs(30), async || {
         run("kubectl", &admin, &["get", "secretproviderclasses", "-A"], None)
             .status
             .success()

@@ -20,8 +20,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,10 +27,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
+use crate::common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
+use crate::common::{TENANT, eventually, provider};
 use bytes::Bytes;
-use common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
-use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
-use common::{TENANT, eventually, provider};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -228,7 +226,7 @@ fn service_name() -> ServerName<'static> {
 
 /// The captured labelled pod's review, moved to `namespace` and run as `service_account`.
 fn review_for(namespace: &str, service_account: &str, label: Option<&str>) -> Value {
-    let mut review = common::fake_api::admission_fixture("01-plain-pod.json");
+    let mut review = crate::common::fake_api::admission_fixture("01-plain-pod.json");
     review["request"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
     review["request"]["namespace"] = json!(namespace);
     let pod = &mut review["request"]["object"];

@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +20,7 @@ use wi_webhook::lookup::Lookup;
 use wi_webhook::metrics::Metrics;
 use wi_webhook::review::decode_patch;
 
-use common::{TENANT, UnreachableServiceAccounts, fixture, fixture_lookup};
+use crate::common::{TENANT, UnreachableServiceAccounts, fixture, fixture_lookup};
 
 fn config() -> Config {
     Config {

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-mod common;
-
-use common::{kubelet_write, scratch};
+use crate::common::{kubelet_write, scratch};
 use wi_sdk::{Json, SecretsDir, Snapshot, WatchMode, WatchOptions};
 use wi_sidecar::atomic_writer::{AtomicWriter, FileContent};
 

@@ -7,14 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::fake_api::{admission_fixture, fake_api, kubeconfig};
+use crate::common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
+use crate::common::*;
 use base64::Engine as _;
-use common::fake_api::{admission_fixture, fake_api, kubeconfig};
-use common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
-use common::*;
 use serde_json::Value;
 
 /// `serve` on 127.0.0.1 ports with the tenant, as a user types it, and `extra`.

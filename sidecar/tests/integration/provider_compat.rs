@@ -7,7 +7,7 @@
 //!
 //! The rules of `provider.go` v1.8.2 that no provider test pins are cases too, citing the line (REFERENCE.md §3).
 //! Where `wi-sidecar` differs, the case names the [`Difference`], each stated in docs/sidecar.md.
-//! `tests/tests/sidecar_sync.rs` runs the same rules end to end against the emulated Key Vault (file names,
+//! `tests/tests/integration/sidecar_sync.rs` runs the same rules end to end against the emulated Key Vault (file names,
 //! `objectAlias`, `filePermission`, `objectVersionHistory` directories).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -355,7 +355,7 @@ const NOT_PORTED: &[(&str, &str)] = &[
     (
         "TestGetContentBytes/Certificate object type, /Key object type",
         "the helper leaves cert and key content as it is; their bytes are checked by render's unit tests and \
-         tests/tests/sidecar_sync.rs (leaf certificate PEM, PUBLIC KEY PEM)",
+         tests/tests/integration/sidecar_sync.rs (leaf certificate PEM, PUBLIC KEY PEM)",
     ),
     (
         "TestParseAzureEnvironmentAzureStackCloud",
