@@ -1,7 +1,7 @@
 //! The contract between `wi-webhook`, the pods it mutates, `wi-sidecar` and `wi-sdk`, spelled once: the names of
 //! labels, annotations, env vars, volumes, paths and ports ([`names`], re-exported here), the Azure clouds
 //! ([`cloud`]), the layout kubelet gives a volume ([`paths`]) and the SecretProviderClass parameters of the Azure
-//! provider ([`spc`]), with booleans read one way ([`parse_bool`]).
+//! provider ([`spc`]), with booleans read one way ([`parse_bool`]) and YAML read one way ([`yaml`]).
 //!
 //! No I/O and no async runtime: the binaries depend on this crate, never on each other.
 //!
@@ -19,6 +19,7 @@ pub mod cloud;
 pub mod names;
 pub mod paths;
 pub mod spc;
+pub mod yaml;
 
 pub use cloud::{Cloud, UnknownCloud};
 pub use names::*;

@@ -134,7 +134,7 @@ pub const IDENTITY_MODES: [&str; 3] = ["usePodIdentity", "useVMManagedIdentity",
 
 /// Parses a configuration (a SecretProviderClass, its spec, or its parameters; JSON or YAML).
 pub fn parse(text: &str) -> Result<SyncConfig, ConfigError> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    let value: Value = crate::yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
     from_value(&value)
 }
 
@@ -221,7 +221,7 @@ pub fn check_keyvault_name(name: &str) -> Result<(), ConfigError> {
 
 /// Parses the `objects` parameter: a YAML string holding `array:`, a list of YAML strings, one object each.
 pub fn parse_objects(text: &str) -> Result<Vec<ObjectSpec>, ConfigError> {
-    let doc: ObjectsDoc = serde_yaml::from_str(text)
+    let doc: ObjectsDoc = crate::yaml::from_str(text)
         .map_err(|e| field("objects", format!("not a YAML document with an `array:` list: {e}")))?;
     if doc.array.is_empty() {
         return Err(field("objects", "the array is empty"));
@@ -229,7 +229,7 @@ pub fn parse_objects(text: &str) -> Result<Vec<ObjectSpec>, ConfigError> {
     let mut objects = Vec::with_capacity(doc.array.len());
     let mut files: BTreeMap<String, usize> = BTreeMap::new();
     for (i, entry) in doc.array.iter().enumerate() {
-        let raw: RawObject = serde_yaml::from_str(entry)
+        let raw: RawObject = crate::yaml::from_str(entry)
             .map_err(|e| field(format!("objects[{i}]"), format!("not a YAML mapping: {e}")))?;
         let object = object(i, raw)?;
         if let Some(first) = files.insert(object.file_name.clone(), i) {
@@ -406,7 +406,7 @@ spec:
         assert_eq!(config.objects[0].mode, 0o644);
         assert_eq!(config.objects[3].version_history, 3);
         // The parameters map alone, as JSON, gives the same.
-        let value: Value = serde_yaml::from_str(CLASS).unwrap();
+        let value: Value = crate::yaml::from_str(CLASS).unwrap();
         let params = serde_json::to_string(&value["spec"]["parameters"]).unwrap();
         assert_eq!(parse(&params).unwrap(), config);
     }

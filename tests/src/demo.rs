@@ -122,7 +122,7 @@ fn millis(d: Duration) -> String {
 
 fn read_yaml(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))
+    wi_contract::yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))
 }
 
 fn text_at<'a>(value: &'a Value, pointer: &str, what: &str) -> anyhow::Result<&'a str> {

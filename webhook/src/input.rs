@@ -222,8 +222,11 @@ pub fn parse_text(file: &str, text: &str) -> Result<Vec<Loaded>, LoadError> {
     }
     for (start, lines) in yaml_documents(text) {
         let doc = lines.join("\n");
-        let value: Value = serde_yaml::from_str(&doc).map_err(|e| {
-            let line = e.location().map_or(start, |l| start + l.line() - 1);
+        let value: Value = wi_contract::yaml::from_str(&doc).map_err(|e| {
+            let line = e
+                .location()
+                .and_then(|l| usize::try_from(l.line()).ok())
+                .map_or(start, |l| start + l.saturating_sub(1));
             invalid(line, format!("invalid YAML: {}", one_line(&e.to_string())))
         })?;
         if value.is_null() {

@@ -148,7 +148,7 @@ pub fn run(
             };
             let patch = mutation.patch.to_json_patch().map_err(|e| bug(&e))?;
             json_patch::patch(&mut pod, &patch).map_err(|e| bug(&e))?;
-            let yaml = serde_yaml::to_string(&pod).map_err(|e| CliError::Write(std::io::Error::other(e)))?;
+            let yaml = wi_contract::yaml::to_string(&pod).map_err(|e| CliError::Write(std::io::Error::other(e)))?;
             write!(stdout, "{yaml}")?;
         }
         Err(rejection) => writeln!(stderr, "denied: {rejection}")?,

@@ -83,9 +83,10 @@ fn render(dir: &Path, base: &Path, kustomization: &str) -> String {
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| v.is_object())
+    wi_contract::yaml::from_str_multiple::<Value>(yaml)
+        .unwrap()
+        .into_iter()
+        .filter(Value::is_object)
         .collect()
 }
 

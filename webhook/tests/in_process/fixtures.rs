@@ -34,7 +34,7 @@ fn read_json(path: &Path) -> Value {
 
 fn read_yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap()
+    wi_contract::yaml::from_str(&text).unwrap()
 }
 
 fn config() -> Config {

@@ -70,7 +70,7 @@ fn review_mode_reads_standard_input_and_yaml() {
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("admission/12-plain-pod-v1beta1.json")).unwrap())
             .unwrap();
-    let yaml = serde_yaml::to_string(&json).unwrap();
+    let yaml = wi_contract::yaml::to_string(&json).unwrap();
     let out = wi_webhook(
         &["mutate", "--review", "-", "--service-account", &sa()],
         Some(yaml.as_bytes()),
@@ -101,7 +101,7 @@ fn pod_mode_mutates_a_deployments_pod_template_with_csi_secrets() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
-    let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let pod: Value = wi_contract::yaml::from_str(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
     assert_eq!(pod["kind"], "Pod");
     assert_eq!(pod["metadata"]["generateName"], "web-");
     let env = &pod["spec"]["containers"][0]["env"];
@@ -295,7 +295,7 @@ fn the_example_manifests_mutate_without_a_warning() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stderr), "", "the examples must be correct as shipped");
-    let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let pod: Value = wi_contract::yaml::from_str(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
     assert!(
         volumes
