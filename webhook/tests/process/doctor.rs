@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
+
+use super::{text, wi_webhook};
 use wi_webhook::diagnostics::Code;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
@@ -21,26 +22,8 @@ fn path(relative: &str) -> PathBuf {
 }
 
 fn doctor(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
-        .arg("doctor")
-        .args(args)
-        .env_remove("WI_TENANT_ID")
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(bytes) = stdin {
-        input.write_all(bytes).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
+    let all: Vec<&str> = ["doctor"].into_iter().chain(args.iter().copied()).collect();
+    wi_webhook(&all, stdin)
 }
 
 fn codes(report: &Value) -> Vec<String> {
