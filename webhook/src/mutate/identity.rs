@@ -5,6 +5,7 @@ use crate::diagnostics::{Code, Subject, Warning};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use wi_contract::*;
@@ -15,7 +16,7 @@ use super::denial::Denial;
 use super::inputs::ServiceAccount;
 use super::marker::Marker;
 use super::pass::Pass;
-use super::patch::{EnvVar, List, Wanted, contains, encoding, raw, write_env_var, write_str};
+use super::patch::{EnvVar, List, WantedMount, contains, encoding, raw, write_value};
 use super::pod::ContainerRef;
 use super::values::{Fields as _, non_empty};
 use crate::config::Config;
@@ -55,22 +56,15 @@ impl<'a> Identity<'a> {
             (ENV_AUTHORITY_HOST, Some(config.cloud.authority_host())),
         ];
         let mut env = IdentityEnv {
-            vars: [None, None, None, None],
+            vars: Vec::with_capacity(vars.len()),
             json: Vec::with_capacity(256),
             token_file_name,
         };
-        for (slot, (name, value)) in env
-            .vars
-            .iter_mut()
-            .zip(vars.into_iter().filter_map(|(n, v)| Some((n, v?))))
-        {
+        for (name, value) in vars.into_iter().filter_map(|(n, v)| Some((n, v?))) {
             let start = env.json.len();
-            write_env_var(&mut env.json, name, &value)?;
-            *slot = Some(EnvEntry {
-                name,
-                value,
-                json: start..env.json.len(),
-            });
+            write_value(&mut env.json, &EnvVar { name, value: &value })?;
+            let json = start..env.json.len();
+            env.vars.push(EnvEntry { name, value, json });
         }
         Ok(env)
     }
@@ -78,8 +72,8 @@ impl<'a> Identity<'a> {
 
 /// The identity env vars, by name, and the name of the token file in the token volume.
 pub(super) struct IdentityEnv<'a, 's> {
-    /// The vars there are, first (at most the four of the contract: kept on the stack).
-    vars: [Option<EnvEntry<'a>>; 4],
+    /// The vars there are (at most the four of the contract).
+    vars: Vec<EnvEntry<'a>>,
     /// Every var's entry, one after the other.
     json: Vec<u8>,
     token_file_name: Cow<'s, str>,
@@ -92,15 +86,16 @@ struct EnvEntry<'a> {
     json: std::ops::Range<usize>,
 }
 
-/// An env var a container should have: its entry already encoded when it is the same for every container.
+/// An env var the engine wants a container to have: its entry already encoded when it is the same for every
+/// container ([`super::patch::WantedMount`] is the same for a mount).
 #[derive(Clone, Copy)]
-pub(super) struct Desired<'a> {
+pub(super) struct WantedEnv<'a> {
     name: &'static str,
     value: &'a str,
     json: Option<&'a [u8]>,
 }
 
-impl Desired<'_> {
+impl WantedEnv<'_> {
     fn encode(&self) -> Result<Box<RawValue>, Denial> {
         raw(&EnvVar {
             name: self.name,
@@ -112,38 +107,26 @@ impl Desired<'_> {
 impl IdentityEnv<'_, '_> {
     /// The vars as name and value.
     pub(super) fn pairs(&self) -> Vec<(&str, &str)> {
-        self.vars
-            .iter()
-            .flatten()
-            .map(|var| (var.name, var.value.as_ref()))
-            .collect()
+        self.vars.iter().map(|var| (var.name, var.value.as_ref())).collect()
     }
 
-    /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given:
-    /// at most four, kept on the stack (this runs once per container).
-    fn for_container<'c>(&'c self, token_path: Option<&'c str>) -> ([Desired<'c>; 4], usize) {
-        let mut out = [Desired {
-            name: "",
-            value: "",
-            json: None,
-        }; 4];
-        let mut n = 0;
-        for (slot, var) in out.iter_mut().zip(self.vars.iter().flatten()) {
-            n += 1;
-            *slot = match token_path {
-                Some(path) if var.name == ENV_FEDERATED_TOKEN_FILE => Desired {
+    /// The vars of a container that sees the token at `token_path` (its own mount of the token volume) when given.
+    fn for_container<'c>(&'c self, token_path: Option<&'c str>) -> Vec<WantedEnv<'c>> {
+        self.vars
+            .iter()
+            .map(|var| match token_path {
+                Some(path) if var.name == ENV_FEDERATED_TOKEN_FILE => WantedEnv {
                     name: var.name,
                     value: path,
                     json: None,
                 },
-                _ => Desired {
+                _ => WantedEnv {
                     name: var.name,
                     value: &var.value,
                     json: Some(&self.json[var.json.clone()]),
                 },
-            };
-        }
-        (out, n)
+            })
+            .collect()
     }
 }
 
@@ -159,9 +142,9 @@ pub(super) fn inject_containers<'a>(
     pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
     // Encoded once, copied into each container's patch.
-    let token_mount = Wanted::mount(TOKEN_VOLUME, TOKEN_MOUNT_PATH)?;
+    let token_mount = WantedMount::mount(TOKEN_VOLUME, TOKEN_MOUNT_PATH)?;
     let secrets_mount = plan
-        .map(|plan| Wanted::mount(SECRETS_VOLUME, &plan.mount_path))
+        .map(|plan| WantedMount::mount(SECRETS_VOLUME, &plan.mount_path))
         .transpose()?;
     let other_tokens = other_token_volumes(spec, audience);
     for container in containers {
@@ -172,8 +155,8 @@ pub(super) fn inject_containers<'a>(
         if targeted {
             // A container that mounts the token volume itself sees the file under its own mount path.
             let own_path = own_token_mount(container, pass.old, &env.token_file_name, &mut pass.warnings);
-            let (desired, n) = env.for_container(own_path.as_deref());
-            inject_env(container, &desired[..n], pass)?;
+            let desired = env.for_container(own_path.as_deref());
+            inject_env(container, &desired, pass)?;
             if !reads_another_token(container, &other_tokens, pass.old) {
                 inject_mount(container, &token_mount, pass)?;
             }
@@ -260,26 +243,47 @@ fn reads_another_token(container: &ContainerRef<'_>, other_tokens: &BTreeMap<&st
         })
 }
 
-/// The projected token volume, for the audience and lifetime the pod gets, as the patch writes it:
-/// `{"name":...,"projected":{"sources":[{"serviceAccountToken":{"audience":...,"expirationSeconds":...,"path":...}}]}}`,
-/// encoded by hand (the audience escaped when it needs it).
+/// The projected token volume, for the audience and lifetime the pod gets, as the patch writes it.
 pub(super) fn token_volume(config: &Config, expiration: i64) -> Result<Vec<u8>, Denial> {
-    let mut json = Vec::with_capacity(160 + config.audience.len());
-    json.extend_from_slice(b"{\"name\":");
-    write_str(&mut json, TOKEN_VOLUME)?;
-    json.extend_from_slice(b",\"projected\":{\"sources\":[{\"serviceAccountToken\":{\"audience\":");
-    write_str(&mut json, &config.audience)?;
-    json.extend_from_slice(b",\"expirationSeconds\":");
-    json.extend_from_slice(itoa::Buffer::new().format(expiration).as_bytes());
-    json.extend_from_slice(b",\"path\":");
-    write_str(&mut json, TOKEN_FILE)?;
-    json.extend_from_slice(b"}}]}}");
-    Ok(json)
+    #[derive(Serialize)]
+    struct Volume<'a> {
+        name: &'a str,
+        projected: Projected<'a>,
+    }
+    #[derive(Serialize)]
+    struct Projected<'a> {
+        sources: [Source<'a>; 1],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Source<'a> {
+        service_account_token: Token<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Token<'a> {
+        audience: &'a str,
+        expiration_seconds: i64,
+        path: &'a str,
+    }
+    let volume = Volume {
+        name: TOKEN_VOLUME,
+        projected: Projected {
+            sources: [Source {
+                service_account_token: Token {
+                    audience: &config.audience,
+                    expiration_seconds: expiration,
+                    path: TOKEN_FILE,
+                },
+            }],
+        },
+    };
+    serde_json::to_vec(&volume).map_err(encoding)
 }
 
 pub(super) fn inject_env<'a>(
     container: &ContainerRef<'a>,
-    desired: &[Desired<'_>],
+    desired: &[WantedEnv<'_>],
     pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
     let name = container.name;
@@ -309,7 +313,7 @@ pub(super) fn inject_env<'a>(
         }
     }
     // The wanted vars the container does not have at all.
-    let is_new = |d: &&Desired<'_>| !env.iter().any(|e| entry_name(e) == Some(d.name));
+    let is_new = |d: &&WantedEnv<'_>| !env.iter().any(|e| entry_name(e) == Some(d.name));
     let added = || desired.iter().filter(is_new);
     owned.extend(added().map(|d| Cow::Borrowed(d.name)));
     let env_ptr = container.child("env");
@@ -361,7 +365,7 @@ pub(super) fn inject_env<'a>(
 
 pub(super) fn inject_mount<'a>(
     container: &ContainerRef<'a>,
-    wanted: &Wanted<'_>,
+    wanted: &WantedMount<'_>,
     pass: &mut Pass<'a>,
 ) -> Result<(), Denial> {
     let (volume, path) = (wanted.name, wanted.path);
@@ -394,7 +398,6 @@ pub(super) fn inject_mount<'a>(
         Some(i) if owned => {
             if !contains(&mounts[i], &wanted.value()?) {
                 pass.ops
-                    .ops
                     .replace_raw(&format!("{}/{i}", container.child("volumeMounts")), &wanted.json)?;
             }
         }
@@ -447,7 +450,7 @@ pub(super) fn inject_volume(
     match existing {
         Some(i) if pass.old.volumes.contains(volume) => {
             if !contains(&volumes[i], &value()?) {
-                pass.ops.ops.replace_raw(&format!("/spec/volumes/{i}"), want)?;
+                pass.ops.replace_raw(&format!("/spec/volumes/{i}"), want)?;
             }
         }
         Some(i) => {

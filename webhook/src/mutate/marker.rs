@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::denial::Denial;
-use super::patch::{OpList, needs_escaping, set_map_entry};
+use super::patch::{OpList, set_map_entry};
 use wi_contract::*;
 
 /// What the webhook injected into a pod, stored in the [`INJECTED_ANNOTATION`] annotation as compact JSON.
@@ -80,89 +80,12 @@ pub(super) fn record(
 }
 
 impl Marker<'_> {
-    /// Writes the marker's compact JSON (as `serde_json` writes it) quoted as a JSON string: the annotation's value
-    /// as the patch carries it. One pass when no name needs escaping (container, volume and env var names never
-    /// do); `serde_json` twice otherwise.
+    /// Writes the marker's compact JSON quoted as a JSON string: the annotation's value as the patch carries it.
+    /// Serializing maps and sets of strings cannot fail; if it did, refuse rather than write "".
     fn write_literal(&self, out: &mut Vec<u8>) -> Result<(), Denial> {
-        /// Writes names as they are, noting whether one needed escaping.
-        struct Literal<'o> {
-            out: &'o mut Vec<u8>,
-            plain: bool,
-        }
-        impl Literal<'_> {
-            fn name(&mut self, name: &str) {
-                self.plain &= !needs_escaping(name);
-                self.out.extend_from_slice(b"\\\"");
-                self.out.extend_from_slice(name.as_bytes());
-                self.out.extend_from_slice(b"\\\"");
-            }
-            fn set<'b>(&mut self, names: impl IntoIterator<Item = &'b Cow<'b, str>>) {
-                self.out.push(b'[');
-                for (i, n) in names.into_iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    self.name(n);
-                }
-                self.out.push(b']');
-            }
-            fn map(&mut self, map: &BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>>) {
-                self.out.push(b'{');
-                // Containers mostly get the same names: a set equal to the one before is copied, not written again.
-                let mut previous: Option<(&BTreeSet<Cow<'_, str>>, std::ops::Range<usize>)> = None;
-                for (i, (key, names)) in map.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    self.name(key);
-                    self.out.push(b':');
-                    let start = self.out.len();
-                    match &previous {
-                        Some((set, written)) if *set == names => self.out.extend_from_within(written.clone()),
-                        _ => self.set(names),
-                    }
-                    previous = Some((names, start..self.out.len()));
-                }
-                self.out.push(b'}');
-            }
-        }
-        let start = out.len();
-        let mut w = Literal { out, plain: true };
-        w.out.extend_from_slice(b"\"{");
-        let mut first = true;
-        let mut field = |w: &mut Literal<'_>, key: &str| {
-            if !std::mem::take(&mut first) {
-                w.out.push(b',');
-            }
-            w.name(key);
-            w.out.push(b':');
-        };
-        if !self.env.is_empty() {
-            field(&mut w, "env");
-            w.map(&self.env);
-        }
-        if !self.mounts.is_empty() {
-            field(&mut w, "mounts");
-            w.map(&self.mounts);
-        }
-        if !self.volumes.is_empty() {
-            field(&mut w, "volumes");
-            w.set(&self.volumes);
-        }
-        if !self.containers.is_empty() {
-            field(&mut w, "containers");
-            w.set(&self.containers);
-        }
-        w.out.extend_from_slice(b"}\"");
-        if w.plain {
-            return Ok(());
-        }
-        // A name that needs escaping: encoded by serde_json, then quoted by it. Serializing maps and sets of
-        // strings cannot fail; if it did, refuse rather than write "".
-        out.truncate(start);
-        let json = serde_json::to_string(self)
-            .map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))?;
-        serde_json::to_writer(out, &json).map_err(|e| Denial::Internal(format!("cannot record what was injected: {e}")))
+        let failed = |e: serde_json::Error| Denial::Internal(format!("cannot record what was injected: {e}"));
+        let json = serde_json::to_string(self).map_err(failed)?;
+        serde_json::to_writer(out, &json).map_err(failed)
     }
 }
 
