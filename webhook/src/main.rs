@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("wi-webhook: {error}");
+            // doctor's report ends with its own count of errors: a second line would only repeat it.
+            if !matches!(error, wi_webhook::cli::CliError::Findings(_)) {
+                eprintln!("wi-webhook: {error}");
+            }
             ExitCode::from(error.exit_code())
         }
     }

@@ -55,8 +55,8 @@ pub(crate) fn warn_identity(
             Code::NoTenant,
             Subject::ServiceAccount,
             format!(
-                "no tenant: {sa} has no {TENANT_ID_ANNOTATION} and the webhook no --tenant-id; AZURE_TENANT_ID not \
-                 injected"
+                "no tenant: {sa} has no {TENANT_ID_ANNOTATION} annotation and the webhook was started without \
+                 --tenant-id; AZURE_TENANT_ID is not injected"
             ),
         )),
         Some(id) if uuid::Uuid::try_parse(id).is_err() => warnings.push(Warning::new(
