@@ -207,6 +207,14 @@ codes! {
     SidecarRefusesClass = "WI411", Error, "class wi-sidecar cannot use",
         "the webhook refuses the pod (sidecar delivery is configured from the class)",
         "fix the parameter the message names, or use csi delivery";
+    /// `cloudName` is not a cloud the Azure provider knows.
+    UnknownCloudName = "WI412", Error, "cloudName not a cloud the Azure provider knows",
+        "the provider fails every mount of the class: there is no cloud environment of that name",
+        "set cloudName to AzurePublicCloud (or leave it out), AzureUSGovernmentCloud, AzureChinaCloud or AzureStackCloud";
+    /// `cloudName` names another cloud than the one the vault is in (`az keyvault show`'s vaultUri).
+    CloudNameMismatch = "WI413", Error, "cloudName is not the vault's cloud",
+        "the provider signs in at the wrong cloud and looks for the vault under the wrong DNS suffix: the vault is not found",
+        "set cloudName to the cloud of the vault's URI";
 
     /// No federated credential names the ServiceAccount.
     FederatedCredentialMissing = "WI501", Error, "no federated credential for the ServiceAccount",
@@ -232,6 +240,15 @@ codes! {
     VaultAccessMissing = "WI506", Error, "no Key Vault access for the identity",
         "Key Vault answers 403 to the identity",
         "grant Key Vault Secrets User (RBAC) or an access policy with get on secrets to the identity's principalId";
+    /// The identity's grants on the vault exist but do not cover what its classes read (a role without the data
+    /// action, an access policy without the permission).
+    VaultAccessInsufficient = "WI507", Error, "Key Vault grant does not cover what the class reads",
+        "Key Vault answers 403 (Forbidden) for those objects: the CSI volume does not mount, the sidecar never becomes ready",
+        "grant a role that can (Key Vault Secrets User for secrets, Key Vault Crypto User for keys, Key Vault Certificate User for certificates), or add the permission to the access policy";
+    /// A role assignment names a role doctor does not know (a custom role) and no definition of it was given.
+    RoleNotJudged = "WI508", Warning, "custom role not judged",
+        "doctor cannot tell whether the role lets the identity read the objects its classes ask for",
+        "add the role's definition: az role definition list --name ROLE -o json, given with --azure";
 }
 
 impl Code {

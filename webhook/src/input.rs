@@ -128,17 +128,26 @@ impl<'a> Inputs<'a> {
     /// order) and `-` for standard input (named `<stdin>` in findings).
     pub fn load(&mut self, paths: &[PathBuf]) -> Result<Vec<Loaded>, LoadError> {
         let mut out = Vec::new();
+        for (file, text) in self.files(paths)? {
+            out.extend(parse_text(&file, &text)?);
+        }
+        Ok(out)
+    }
+
+    /// The text of every file the paths name (folders: their `.yaml`, `.yml` and `.json` files, recursively, in
+    /// name order; `-`: standard input, named `<stdin>`), with the name to show for it.
+    pub fn files(&mut self, paths: &[PathBuf]) -> Result<Vec<(String, String)>, LoadError> {
+        let mut out = Vec::new();
         for path in paths {
             if path == Path::new("-") {
-                let text = self.text(path)?;
-                out.extend(parse_text("<stdin>", &text)?);
+                out.push(("<stdin>".to_owned(), self.text(path)?));
                 continue;
             }
             let mut files = Vec::new();
             collect_files(path, true, &mut files)?;
             for file in files {
                 let text = self.text(&file)?;
-                out.extend(parse_text(&file.display().to_string(), &text)?);
+                out.push((file.display().to_string(), text));
             }
         }
         Ok(out)

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, one_line};
 use crate::config::Config;
-use crate::input::Inputs;
+use crate::input::{Inputs, parse_text};
 
 /// Arguments of `wi-webhook doctor`.
 #[derive(Debug, Clone, Args)]
@@ -97,7 +97,12 @@ pub enum ColorArg {
 }
 
 /// Runs `wi-webhook doctor`.
-pub fn run(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<(), CliError> {
+pub fn run(
+    args: &DoctorArgs,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), CliError> {
     use crate::doctor::{self, AzureInputs, Options, cluster};
     let unreadable = |e: &dyn std::fmt::Display| CliError::DoctorInput(one_line(&e.to_string()));
     let pod = args.target.as_ref().map(|DoctorTarget::Pod { name }| name.as_str());
@@ -107,8 +112,25 @@ pub fn run(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> R
         ));
     }
     let mut inputs = Inputs::new(stdin);
-    let mut objects = inputs.load(&args.files).map_err(|e| unreadable(&e))?;
+    let mut objects = Vec::new();
     let mut azure = AzureInputs::default();
+    // Manifests and what az printed may share a folder: JSON that holds no Kubernetes object is read as az output
+    // by its shape, and a file that is neither is named and skipped (unreadable or malformed input still exits 2).
+    for (file, text) in inputs.files(&args.files).map_err(|e| unreadable(&e))? {
+        match parse_text(&file, &text) {
+            Ok(found) => objects.extend(found),
+            Err(error) if serde_json::from_str::<serde_json::Value>(&text).is_ok() => {
+                match AzureInputs::read(&file, &text) {
+                    Ok(found) => azure.extend(found),
+                    Err(_) => writeln!(
+                        stderr,
+                        "warning: {file}: skipped, neither Kubernetes objects ({error}) nor what az prints"
+                    )?,
+                }
+            }
+            Err(error) => return Err(unreadable(&error)),
+        }
+    }
     for path in &args.azure {
         let text = inputs.text(path).map_err(|e| unreadable(&e))?;
         azure
@@ -178,7 +200,13 @@ pub fn run(args: &DoctorArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> R
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
-    let report = doctor::render(&findings, objects.len(), args.output, colour, verdict.as_deref());
+    let report = doctor::render(
+        &findings,
+        objects.len() + azure.len(),
+        args.output,
+        colour,
+        verdict.as_deref(),
+    );
     write!(stdout, "{report}")?;
     let errors = findings
         .iter()

@@ -100,7 +100,7 @@ impl CliError {
 pub fn run(cli: Cli, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Mutate(args) => mutate::run(&args, stdin, stdout, stderr),
-        Command::Doctor(args) => doctor::run(&args, stdin, stdout),
+        Command::Doctor(args) => doctor::run(&args, stdin, stdout, stderr),
         Command::Serve(args) => {
             let provider = rustls::crypto::CryptoProvider::get_default()
                 .cloned()

@@ -1,5 +1,6 @@
 //! The Azure side as `az` prints it (`-o json`, the default): `az identity show`, `az identity federated-credential
-//! list`, `az keyvault show` and `az role assignment list`, each a JSON object or an array of them.
+//! list`, `az keyvault show`, `az role assignment list` and `az role definition list`, each a JSON object or an
+//! array of them.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,6 +71,9 @@ pub struct VaultProperties {
     /// Azure RBAC instead of access policies.
     #[serde(default)]
     pub enable_rbac_authorization: Option<bool>,
+    /// `https://NAME.SUFFIX/`: the suffix says the cloud.
+    #[serde(default)]
+    pub vault_uri: Option<String>,
 }
 
 /// One access policy.
@@ -78,6 +82,28 @@ pub struct VaultProperties {
 pub struct AccessPolicy {
     /// The principal it grants.
     pub object_id: String,
+    /// What it grants.
+    #[serde(default)]
+    pub permissions: Permissions,
+}
+
+/// An access policy's permissions, per kind of object (`get`, `list`, ..., `all`; any case).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Permissions {
+    /// On secrets.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub secrets: Vec<String>,
+    /// On keys.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub keys: Vec<String>,
+    /// On certificates.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub certificates: Vec<String>,
+}
+
+/// `az` prints `null` for a list that was never set.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A role assignment (`az role assignment list`).
@@ -92,6 +118,35 @@ pub struct RoleAssignment {
     /// The role's name.
     #[serde(default)]
     pub role_definition_name: Option<String>,
+    /// The role's id (`.../roleDefinitions/GUID`).
+    #[serde(default)]
+    pub role_definition_id: Option<String>,
+}
+
+/// A role definition (`az role definition list`): what a custom role grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleDefinition {
+    /// Its name, as role assignments show it.
+    pub role_name: String,
+    /// Its id (a GUID).
+    #[serde(default)]
+    pub name: String,
+    /// What it grants.
+    #[serde(default)]
+    pub permissions: Vec<RolePermission>,
+}
+
+/// One permission block of a role definition.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolePermission {
+    /// Data-plane actions granted (patterns with `*`).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub data_actions: Vec<String>,
+    /// Data-plane actions taken away again.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub not_data_actions: Vec<String>,
 }
 
 /// Everything read from `--azure` files, each with where it came from.
@@ -105,6 +160,8 @@ pub struct AzureInputs {
     pub vaults: Vec<(Vault, Loaded)>,
     /// `az role assignment list`.
     pub role_assignments: Vec<(RoleAssignment, Loaded)>,
+    /// `az role definition list`.
+    pub role_definitions: Vec<(RoleDefinition, Loaded)>,
 }
 
 impl AzureInputs {
@@ -159,19 +216,40 @@ impl AzureInputs {
             } else if kind == "microsoft.keyvault/vaults" {
                 let vault = serde_json::from_value(item).map_err(|e| parse_error("key vault", e))?;
                 self.vaults.push((vault, loaded));
+            } else if kind == "microsoft.authorization/roledefinitions" || (has("roleName") && has("permissions")) {
+                let definition = serde_json::from_value(item).map_err(|e| parse_error("role definition", e))?;
+                self.role_definitions.push((definition, loaded));
             } else if kind == "microsoft.authorization/roleassignments" || (has("principalId") && has("scope")) {
                 let assignment = serde_json::from_value(item).map_err(|e| parse_error("role assignment", e))?;
                 self.role_assignments.push((assignment, loaded));
             } else {
                 return Err(invalid(
                     line,
-                    "not the JSON of az identity show, az identity federated-credential list, az keyvault show or \
-                     az role assignment list"
+                    "not the JSON of az identity show, az identity federated-credential list, az keyvault show, \
+                     az role assignment list or az role definition list"
                         .to_owned(),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Adds what another reading found.
+    pub fn extend(&mut self, other: AzureInputs) {
+        self.identities.extend(other.identities);
+        self.federated_credentials.extend(other.federated_credentials);
+        self.vaults.extend(other.vaults);
+        self.role_assignments.extend(other.role_assignments);
+        self.role_definitions.extend(other.role_definitions);
+    }
+
+    /// How many objects were read.
+    pub fn len(&self) -> usize {
+        self.identities.len()
+            + self.federated_credentials.len()
+            + self.vaults.len()
+            + self.role_assignments.len()
+            + self.role_definitions.len()
     }
 
     /// Nothing was given.
@@ -180,6 +258,7 @@ impl AzureInputs {
             && self.federated_credentials.is_empty()
             && self.vaults.is_empty()
             && self.role_assignments.is_empty()
+            && self.role_definitions.is_empty()
     }
 }
 

@@ -6,15 +6,16 @@
 
 mod azure;
 pub mod cluster;
+mod grants;
 mod output;
 mod selection;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 use wi_contract::*;
 
-use crate::config::Config;
+use crate::config::{Cloud, Config};
 use crate::diagnostics::{Code, Severity, Subject, Warning};
 use crate::mutate::warnings::{check_class, warn_identity, warn_lookalikes};
 use crate::mutate::{
@@ -299,7 +300,33 @@ impl<'a> Doctor<'a> {
         if let Some(why) = selection::not_sent(&self.webhooks, &ns_labels, &pod) {
             out.push(Code::NotSelected, at(None), why, None);
         }
-        if found_sa.is_none() {
+        // A pod that names no ServiceAccount runs as `default`, which every namespace has: not a missing account,
+        // but one without an identity, shared by every such pod of the namespace.
+        let names_none = ["serviceAccountName", "serviceAccount"].iter().all(|key| {
+            mutate::at(&pod, &["spec", key])
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        });
+        let spec_path = match w.kind() {
+            "Pod" => "spec",
+            "CronJob" => "spec.jobTemplate.spec.template.spec",
+            _ => "spec.template.spec",
+        };
+        let default_fix = format!(
+            "{spec_path}.serviceAccountName: <a ServiceAccount of its own, annotated {CLIENT_ID_ANNOTATION}: \
+             <the identity's clientId>> (the default ServiceAccount is shared by every pod of namespace {namespace})"
+        );
+        if names_none && client_id.is_none() {
+            out.push(
+                Code::NoClientId,
+                at(Some("spec:")),
+                format!(
+                    "the pod names no serviceAccountName, so it runs as ServiceAccount {namespace}/default, which has \
+                     no {CLIENT_ID_ANNOTATION}: AZURE_CLIENT_ID is not injected"
+                ),
+                Some(default_fix.clone()),
+            );
+        } else if found_sa.is_none() {
             out.push(
                 Code::ServiceAccountMissing,
                 at(Some("serviceAccountName")),
@@ -322,8 +349,11 @@ impl<'a> Doctor<'a> {
             Ok(mutation) => {
                 for warning in mutation.warnings {
                     let sa_codes = [Code::NoClientId, Code::NoTenant];
+                    if (found_sa.is_none() || names_none) && warning.code == Code::NoClientId {
+                        continue; // the missing ServiceAccount, or the default one, is the finding
+                    }
                     if found_sa.is_none() && sa_codes.contains(&warning.code) {
-                        continue; // the missing ServiceAccount is the finding
+                        continue;
                     }
                     self.push_engine_warning(w, &namespace, found_sa.map(|(l, _)| *l), &warning, out);
                 }
@@ -385,6 +415,79 @@ impl<'a> Doctor<'a> {
             let site = Site::of(loaded, object_ref(loaded, &namespace), key_of(warning.code));
             let fix = class_fix(warning.code, identity);
             out.push(warning.code, site, warning.message, fix);
+        }
+        if let Some(name) = class_param(loaded, "cloudName")
+            && let Err(why) = provider_cloud(name)
+        {
+            let site = Site::of(loaded, object_ref(loaded, &namespace), Some("cloudName"));
+            out.push(
+                Code::UnknownCloudName,
+                site,
+                format!("SecretProviderClass {:?}: cloudName {name:?} {why}", loaded.name()),
+                Some("parameters: {cloudName: \"AzurePublicCloud\"}".to_owned()),
+            );
+        }
+    }
+}
+
+/// The cloud a class's `cloudName` names, as the Azure provider reads it (go-autorest's environment names, any case;
+/// empty for the public cloud): `None` for Azure Stack, whose endpoints come from a file; why not, otherwise.
+fn provider_cloud(name: &str) -> Result<Option<Cloud>, &'static str> {
+    match name.trim().to_ascii_uppercase().as_str() {
+        "" | "AZUREPUBLICCLOUD" | "AZURECLOUD" => Ok(Some(Cloud::Public)),
+        "AZUREUSGOVERNMENTCLOUD" | "AZUREUSGOVERNMENT" => Ok(Some(Cloud::UsGovernment)),
+        "AZURECHINACLOUD" => Ok(Some(Cloud::China)),
+        "AZURESTACKCLOUD" => Ok(None),
+        "AZUREGERMANCLOUD" => Err("is Azure Germany, closed in 2021"),
+        _ => Err(
+            "is not a cloud the Azure provider knows: AzurePublicCloud (the default), AzureUSGovernmentCloud, \
+             AzureChinaCloud or AzureStackCloud",
+        ),
+    }
+}
+
+/// WI413: a class whose `cloudName` is not the cloud of the vault it names, by the vault URI's DNS suffix.
+fn check_vault_cloud(doctor: &Doctor<'_>, vault: &azure::Vault, out: &mut Findings) {
+    let Some(uri) = vault.properties.vault_uri.as_deref() else {
+        return;
+    };
+    let host = uri
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let vault_cloud = [Cloud::Public, Cloud::UsGovernment, Cloud::China]
+        .into_iter()
+        .find(|c| {
+            c.key_vault_suffix()
+                .is_some_and(|s| host.to_ascii_lowercase().ends_with(&format!(".{s}")))
+        });
+    let Some(vault_cloud) = vault_cloud else {
+        return; // Azure Stack, or a vault URI doctor cannot place
+    };
+    for ((namespace, _), class) in &doctor.classes {
+        if !class_param(class, "keyvaultName").is_some_and(|v| v.eq_ignore_ascii_case(&vault.name)) {
+            continue;
+        }
+        let name = class_param(class, "cloudName").unwrap_or_default();
+        let Ok(Some(class_cloud)) = provider_cloud(name) else {
+            continue; // unknown names are WI412; Azure Stack's suffix is not known
+        };
+        if class_cloud != vault_cloud {
+            let site = Site::of(class, object_ref(class, namespace), Some("cloudName"));
+            out.push(
+                Code::CloudNameMismatch,
+                site,
+                format!(
+                    "SecretProviderClass {:?} reads vault {} as {} (cloudName {:?}), but the vault is {uri} in {}",
+                    class.name(),
+                    vault.name,
+                    class_cloud,
+                    name,
+                    vault_cloud
+                ),
+                Some(format!("parameters: {{cloudName: \"{vault_cloud}\"}}")),
+            );
         }
     }
 }
@@ -533,6 +636,7 @@ fn key_of(code: Code) -> Option<&'static str> {
         Code::ClientIdMismatch => "clientID",
         Code::InvalidVaultName => "keyvaultName",
         Code::InvalidObjects => "objects",
+        Code::UnknownCloudName | Code::CloudNameMismatch => "cloudName",
         Code::TenantMismatch => "tenant",
         Code::ClassNotFound | Code::SidecarRefusesClass => SECRET_PROVIDER_CLASS_ANNOTATION,
         Code::UnknownContainer => "containers",
@@ -542,8 +646,9 @@ fn key_of(code: Code) -> Option<&'static str> {
 
 const AUDIENCE: &str = DEFAULT_AUDIENCE;
 
-fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out: &mut Findings) {
-    let az_site = |loaded: &Loaded, kind: &str, name: &str| Site {
+/// Where a finding about an object of the Azure side points: the object, and the file and line it was read from.
+fn az_site(loaded: &Loaded, kind: &str, name: &str) -> Site {
+    Site {
         object: ObjectRef {
             kind: kind.to_owned(),
             namespace: None,
@@ -551,8 +656,15 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
         },
         file: loaded.source.as_ref().map(|s| s.file.clone()),
         line: loaded.source.as_ref().map(|s| s.line),
-    };
-    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    }
+}
+
+/// Ids as Azure compares them: case-insensitive, surrounding blanks ignored.
+fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out: &mut Findings) {
     for (identity, _) in &azure.identities {
         // The ServiceAccounts that use this identity.
         let users: Vec<&(&Loaded, ServiceAccount)> = doctor
@@ -698,6 +810,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
     // Key Vault grants: each vault against the identities meant to read it (named by a class for that vault, or
     // every identity given when no class names the vault).
     for (vault, vault_loaded) in &azure.vaults {
+        check_vault_cloud(doctor, vault, out);
         let meant: Vec<&azure::Identity> = {
             let named = class_identities_for_vault(doctor, &vault.name);
             let by_class: Vec<_> = azure
@@ -770,6 +883,9 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                 .any(|(a, _)| same(&a.principal_id, &identity.principal_id));
             // An RBAC vault is judged only when role assignments were given.
             let judged = !rbac || !azure.role_assignments.is_empty();
+            if policy_ok || role_ok {
+                check_grant_covers(doctor, azure, vault, vault_loaded, &assignments, identity, out);
+            }
             if judged && !policy_ok && !role_ok {
                 out.push(
                     Code::VaultAccessMissing,
@@ -790,6 +906,186 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
             }
         }
     }
+}
+
+/// Whether the grants an identity has on a vault (access policies on an access-policy vault, role assignments on an
+/// RBAC one) cover what the classes reading that vault ask for: WI507 when not, WI508 when a custom role could
+/// not be judged.
+fn check_grant_covers(
+    doctor: &Doctor<'_>,
+    azure: &AzureInputs,
+    vault: &azure::Vault,
+    vault_loaded: &Loaded,
+    assignments: &[&(azure::RoleAssignment, Loaded)],
+    identity: &azure::Identity,
+    out: &mut Findings,
+) {
+    use grants::{DataActions, Need, PolicyPermissions};
+    let (needs, classes) = vault_needs(doctor, &vault.name);
+    if needs.is_empty() {
+        return;
+    }
+    let site = || az_site(vault_loaded, "KeyVault", &vault.name);
+    let reads = format!("SecretProviderClass {} reads from it", classes.join(", "));
+    if vault.properties.enable_rbac_authorization != Some(true) {
+        let policies: Vec<&azure::AccessPolicy> = vault
+            .properties
+            .access_policies
+            .iter()
+            .flatten()
+            .filter(|p| same(&p.object_id, &identity.principal_id))
+            .collect();
+        let allows = |need: Need| {
+            policies.iter().any(|p| {
+                let permissions = PolicyPermissions {
+                    secrets: &p.permissions.secrets,
+                    keys: &p.permissions.keys,
+                    certificates: &p.permissions.certificates,
+                };
+                permissions.allows(need)
+            })
+        };
+        let missing: BTreeSet<Need> = needs.iter().copied().filter(|n| !allows(*n)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        // set-policy replaces the lists it is given: they keep what the policies already grant.
+        let granted = |pick: fn(&azure::Permissions) -> &Vec<String>| -> Vec<String> {
+            policies.iter().flat_map(|p| pick(&p.permissions).clone()).collect()
+        };
+        let flags = grants::set_policy_flags(
+            &missing,
+            &PolicyPermissions {
+                secrets: &granted(|p| &p.secrets),
+                keys: &granted(|p| &p.keys),
+                certificates: &granted(|p| &p.certificates),
+            },
+        );
+        out.push(
+            Code::VaultAccessInsufficient,
+            site(),
+            format!(
+                "the access policy of managed identity {} on vault {} does not let it {}; {reads}",
+                identity.name,
+                vault.name,
+                missing.iter().map(|n| n.describe()).collect::<Vec<_>>().join(" or ")
+            ),
+            Some(format!(
+                "az keyvault set-policy -n {} --object-id {} {flags}",
+                vault.name, identity.principal_id
+            )),
+        );
+        return;
+    }
+    let mut judged: Vec<(String, DataActions)> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    for (assignment, _) in assignments
+        .iter()
+        .filter(|(a, _)| same(&a.principal_id, &identity.principal_id))
+    {
+        let name = assignment.role_definition_name.as_deref();
+        let id = assignment.role_definition_id.as_deref();
+        if let Some((role, actions)) = grants::built_in(name, id) {
+            judged.push((role.to_owned(), actions));
+            continue;
+        }
+        let guid = id.map(|id| id.rsplit('/').next().unwrap_or(id));
+        let custom = azure.role_definitions.iter().find(|(d, _)| {
+            name.is_some_and(|n| n.eq_ignore_ascii_case(&d.role_name)) || guid.is_some_and(|g| same(g, &d.name))
+        });
+        match custom {
+            Some((definition, _)) => judged.push((
+                definition.role_name.clone(),
+                DataActions {
+                    allowed: definition
+                        .permissions
+                        .iter()
+                        .flat_map(|p| p.data_actions.clone())
+                        .collect(),
+                    denied: definition
+                        .permissions
+                        .iter()
+                        .flat_map(|p| p.not_data_actions.clone())
+                        .collect(),
+                },
+            )),
+            None => unknown.push(name.or(guid).unwrap_or("(unnamed)").to_owned()),
+        }
+    }
+    let missing: Vec<Need> = needs
+        .iter()
+        .copied()
+        .filter(|n| !judged.iter().any(|(_, actions)| actions.allows(*n)))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if !unknown.is_empty() {
+        out.push(
+            Code::RoleNotJudged,
+            site(),
+            format!(
+                "role {} of managed identity {} on vault {} is not a built-in role and no definition of it was given: whether it lets the identity {} is unknown; {reads}",
+                unknown.join(", "),
+                identity.name,
+                vault.name,
+                missing.iter().map(|n| n.describe()).collect::<Vec<_>>().join(" or ")
+            ),
+            Some(format!(
+                "az role definition list --name \"{}\" -o json > role.json, then add --azure role.json",
+                unknown[0]
+            )),
+        );
+        return;
+    }
+    let roles: BTreeSet<&str> = missing.iter().map(|n| n.role()).collect();
+    let fix = roles
+        .iter()
+        .map(|role| {
+            format!(
+                "az role assignment create --role \"{role}\" --assignee-object-id {} --assignee-principal-type \
+                 ServicePrincipal --scope {}",
+                identity.principal_id,
+                if vault.id.is_empty() {
+                    "<the vault's id: az keyvault show -n NAME --query id -o tsv>"
+                } else {
+                    &vault.id
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    out.push(
+        Code::VaultAccessInsufficient,
+        site(),
+        format!(
+            "the roles of managed identity {} on vault {} ({}) do not let it {}; {reads}",
+            identity.name,
+            vault.name,
+            judged.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", "),
+            missing.iter().map(|n| n.describe()).collect::<Vec<_>>().join(" or ")
+        ),
+        Some(fix),
+    );
+}
+
+/// What the classes reading `vault` need of it, and those classes (`namespace/name`).
+fn vault_needs(doctor: &Doctor<'_>, vault: &str) -> (BTreeSet<grants::Need>, Vec<String>) {
+    let mut needs = BTreeSet::new();
+    let mut classes = Vec::new();
+    for ((namespace, name), class) in &doctor.classes {
+        if !class_param(class, "keyvaultName").is_some_and(|v| v.eq_ignore_ascii_case(vault)) {
+            continue;
+        }
+        let Some(Ok(objects)) = class_param(class, "objects").map(wi_contract::spc::parse_objects) else {
+            continue; // an unreadable list is WI409 already
+        };
+        classes.push(format!("{namespace}/{name}"));
+        for object in objects {
+            needs.extend(grants::Need::of(object.object_type, object.version_history));
+        }
+    }
+    (needs, classes)
 }
 
 /// The client ids (or, in node identity mode, `userAssignedIdentityID`s) of the classes that read `vault`.

@@ -68,7 +68,8 @@ fn the_walkthrough_gives_exactly_its_four_mistakes() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["schemaVersion"], 1);
     assert_eq!(report["summary"]["errors"], 4);
-    assert_eq!(report["summary"]["objects"], 3);
+    // 3 manifests, and what az printed: an identity, a federated credential, a vault.
+    assert_eq!(report["summary"]["objects"], 6);
     let mut found = codes(&report);
     found.sort();
     assert_eq!(found, ["WI102", "WI404", "WI408", "WI505"]);
@@ -106,6 +107,52 @@ fn the_walkthrough_gives_exactly_its_four_mistakes() {
     assert!(label["message"].as_str().unwrap().contains("my-app-sa"));
 }
 
+/// A folder that holds manifests and az output, as `doctor -f ./deploy` reads it: the az JSON is recognised by its
+/// shape, and a JSON file that is neither is named on standard error and skipped.
+#[test]
+fn a_folder_of_manifests_and_az_output_is_read_whole() {
+    let walkthrough = path("tests/doctor/walkthrough");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(walkthrough.join("manifests.yaml"), dir.path().join("manifests.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("azure")).unwrap();
+    for file in std::fs::read_dir(walkthrough.join("az")).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, dir.path().join("azure").join(file.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name": "app", "version": "1.0.0"}"#,
+    )
+    .unwrap();
+    let folder = dir.path().display().to_string();
+    let out = doctor(
+        &["-f", &folder, "--tenant-id", TENANT, "--issuer", ISSUER, "-o", "json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut found = codes(&report);
+    found.sort();
+    assert_eq!(found, ["WI102", "WI404", "WI408", "WI505"]);
+    assert_eq!(report["summary"]["objects"], 6);
+    let stderr = text(&out.stderr);
+    let warning = stderr.lines().next().unwrap();
+    assert!(
+        warning.starts_with("warning: ") && warning.contains("package.json: skipped"),
+        "{stderr}"
+    );
+
+    // Malformed JSON is still unreadable input.
+    std::fs::write(dir.path().join("package.json"), "{not json").unwrap();
+    let out = doctor(&["-f", &folder, "-o", "json"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("package.json:1: invalid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn text_output_groups_by_object_without_colour_when_piped() {
     let args = walkthrough_args("text");
@@ -123,7 +170,7 @@ fn text_output_groups_by_object_without_colour_when_piped() {
             "SecretProviderClass default/kv-techventure-secrets",
             "Deployment default/my-web-app",
             "KeyVault kv-techventure-secrets-001",
-            "4 errors, 0 warnings in 3 objects read",
+            "4 errors, 0 warnings in 6 objects read",
         ],
         "{report}"
     );
@@ -373,5 +420,16 @@ fn a_fix_names_the_labels_path_of_the_workloads_kind() {
     assert_eq!(
         report("WI102.yaml")["findings"][0]["fix"],
         "metadata.labels: {azure.workload.identity/use: \"true\"}"
+    );
+    // A pod template without serviceAccountName: the fix sets it, and does not annotate the shared default.
+    let default = report("WI202-default.yaml");
+    let fix = default["findings"][0]["fix"].as_str().unwrap();
+    assert!(fix.starts_with("spec.template.spec.serviceAccountName: "), "{fix}");
+    assert!(
+        default["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/default"),
+        "{default}"
     );
 }
