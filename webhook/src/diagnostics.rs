@@ -245,6 +245,10 @@ codes! {
     VaultAccessInsufficient = "WI507", Error, "Key Vault grant does not cover what the class reads",
         "Key Vault answers 403 (Forbidden) for those objects: the CSI volume does not mount, the sidecar never becomes ready",
         "grant a role that can (Key Vault Secrets User for secrets, Key Vault Crypto User for keys, Key Vault Certificate User for certificates), or add the permission to the access policy";
+    /// A managed identity has 18 or more federated credentials: Azure allows 20.
+    FederatedCredentialLimit = "WI509", Warning, "managed identity near the 20 federated credentials Azure allows",
+        "a ServiceAccount added past the 20th cannot be federated: az identity federated-credential create fails",
+        "match many ServiceAccounts with one flexible credential (claimsMatchingExpression), or federate further ServiceAccounts with a second identity";
     /// A role assignment names a role doctor does not know (a custom role) and no definition of it was given.
     RoleNotJudged = "WI508", Warning, "custom role not judged",
         "doctor cannot tell whether the role lets the identity read the objects its classes ask for",

@@ -32,14 +32,59 @@ pub struct FederatedCredential {
     pub id: String,
     /// The token issuer it trusts.
     pub issuer: String,
-    /// The token subject it matches.
-    pub subject: String,
+    /// The token subject it matches (absent from a flexible credential).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A flexible credential's expression over the token's claims, instead of one subject.
+    #[serde(default, rename = "claimsMatchingExpression")]
+    pub claims_matching_expression: Option<ClaimsExpression>,
     /// The token audiences it accepts.
     #[serde(default)]
     pub audiences: Vec<String>,
 }
 
+/// A flexible federated credential's expression (`claims['sub'] matches 'system:serviceaccount:ns:*'`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClaimsExpression {
+    /// The expression.
+    pub value: String,
+}
+
 impl FederatedCredential {
+    /// Whether a token with subject `subject` matches: `None` when an expression is not one doctor can evaluate
+    /// (one `claims['sub'] matches 'PATTERN'` or `claims['sub'] eq 'VALUE'`; `*` in a pattern for any run of
+    /// characters), so that it never reports a credential missing that may be there.
+    pub fn matches_subject(&self, subject: &str) -> Option<bool> {
+        if let Some(own) = &self.subject {
+            return Some(own == subject);
+        }
+        let expression = self.claims_matching_expression.as_ref()?.value.trim();
+        let rest = expression
+            .strip_prefix("claims['sub']")
+            .or_else(|| expression.strip_prefix("claims[\"sub\"]"))?
+            .trim_start();
+        let (operator, operand) = rest.split_once(char::is_whitespace)?;
+        let operand = operand.trim();
+        let literal = operand.strip_prefix('\'')?.strip_suffix('\'')?;
+        if literal.contains('\'') {
+            return None; // more than one clause
+        }
+        match operator {
+            "eq" => Some(literal == subject),
+            "matches" => Some(glob(literal, subject)),
+            _ => None,
+        }
+    }
+
+    /// What it matches, for messages: the subject or the expression.
+    pub fn matching(&self) -> &str {
+        match (&self.subject, &self.claims_matching_expression) {
+            (Some(subject), _) => subject,
+            (None, Some(expression)) => &expression.value,
+            (None, None) => "",
+        }
+    }
+
     /// The identity it belongs to, from its id.
     pub fn identity_name(&self) -> Option<&str> {
         let lower = self.id.to_ascii_lowercase();
@@ -207,7 +252,8 @@ impl AzureInputs {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            if kind.ends_with("/federatedidentitycredentials") || (has("subject") && has("issuer")) {
+            let federated = has("issuer") && (has("subject") || has("claimsMatchingExpression"));
+            if kind.ends_with("/federatedidentitycredentials") || federated {
                 let fc = serde_json::from_value(item).map_err(|e| parse_error("federated credential", e))?;
                 self.federated_credentials.push((fc, loaded));
             } else if kind.ends_with("/userassignedidentities") || (has("clientId") && has("principalId")) {
@@ -262,9 +308,49 @@ impl AzureInputs {
     }
 }
 
+/// `pattern` with `*` for any run of characters, matched against the whole of `text`.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flexible_credentials_match_the_subjects_their_expression_names() {
+        let fc = |json: &str| serde_json::from_str::<FederatedCredential>(json).unwrap();
+        let flexible = fc(r#"{"name": "all-of-team", "issuer": "https://i/",
+            "claimsMatchingExpression": {"value": "claims['sub'] matches 'system:serviceaccount:team-*:app'", "languageVersion": 1}}"#);
+        assert_eq!(flexible.matches_subject("system:serviceaccount:team-a:app"), Some(true));
+        assert_eq!(flexible.matches_subject("system:serviceaccount:other:app"), Some(false));
+        let exact = fc(
+            r#"{"name": "e", "issuer": "https://i/", "claimsMatchingExpression": {"value": "claims['sub'] eq 'system:serviceaccount:a:b'"}}"#,
+        );
+        assert_eq!(exact.matches_subject("system:serviceaccount:a:b"), Some(true));
+        let compound = fc(
+            r#"{"name": "c", "issuer": "https://i/", "claimsMatchingExpression": {"value": "claims['sub'] matches 'x*' and claims['aud'] eq 'y'"}}"#,
+        );
+        assert_eq!(compound.matches_subject("xyz"), None, "not judged");
+        let plain = fc(r#"{"name": "p", "issuer": "https://i/", "subject": "system:serviceaccount:a:b"}"#);
+        assert_eq!(plain.matches_subject("system:serviceaccount:a:b"), Some(true));
+        assert_eq!(plain.matching(), "system:serviceaccount:a:b");
+    }
 
     #[test]
     fn az_output_is_sorted_by_shape() {

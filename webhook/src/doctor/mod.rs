@@ -263,6 +263,21 @@ impl<'a> Doctor<'a> {
                 .or_default()
                 .push(identity.clone());
         }
+        // A class named by the pod's own CSI volume must be in the pod's namespace, opted in or not: the driver
+        // mounts it either way. (The annotation's class is the engine's WI401, with the same fix.)
+        for class in csi_classes(&pod) {
+            if !self.classes.contains_key(&(namespace.clone(), class.clone())) {
+                out.push(
+                    Code::ClassNotFound,
+                    at(Some("secretProviderClass")),
+                    format!(
+                        "the pod's CSI volume names SecretProviderClass {class:?}, which is not in namespace \
+                         {namespace:?}: the driver reads classes only from the pod's own namespace"
+                    ),
+                    Some(self.class_elsewhere_fix(&class, &namespace)),
+                );
+            }
+        }
 
         if !opt_in.opted_in {
             if template_label.is_some() || own_label == Some("true") {
@@ -379,7 +394,35 @@ impl<'a> Doctor<'a> {
         }
         .unwrap_or(w);
         let site = Site::of(on, object_ref(on, namespace), key_of(warning.code));
-        out.push(warning.code, site, warning.message.clone(), None);
+        let fix = match &warning.subject {
+            Subject::SecretProviderClass(name) if warning.code == Code::ClassNotFound => {
+                Some(self.class_elsewhere_fix(name, namespace))
+            }
+            _ => None,
+        };
+        out.push(warning.code, site, warning.message.clone(), fix);
+    }
+
+    /// The fix for a class not in `namespace`: where it is, when it is among the objects read in other namespaces.
+    fn class_elsewhere_fix(&self, name: &str, namespace: &str) -> String {
+        let elsewhere: Vec<&str> = self
+            .classes
+            .keys()
+            .filter(|(ns, class)| class == name && ns != namespace)
+            .map(|(ns, _)| ns.as_str())
+            .collect();
+        match elsewhere.as_slice() {
+            [] => format!(
+                "create SecretProviderClass {name} in namespace {namespace} (kubectl get secretproviderclass -A shows \
+                 where the classes are), or fix the name"
+            ),
+            found => format!(
+                "SecretProviderClass {name} is in namespace {}: set its metadata.namespace to {namespace} (a copy \
+                 per namespace), or run the workload in {}",
+                found.join(", "),
+                found[0]
+            ),
+        }
     }
 
     fn check_service_account(&self, loaded: &Loaded, sa: &ServiceAccount, out: &mut Findings) {
@@ -659,13 +702,20 @@ fn az_site(loaded: &Loaded, kind: &str, name: &str) -> Site {
     }
 }
 
+/// The resource group an ARM id names (`.../resourceGroups/RG/...`, any case).
+fn resource_group(id: &str) -> Option<&str> {
+    let lower = id.to_ascii_lowercase();
+    let at = lower.find("/resourcegroups/")? + "/resourcegroups/".len();
+    id[at..].split('/').next().filter(|g| !g.is_empty())
+}
+
 /// Ids as Azure compares them: case-insensitive, surrounding blanks ignored.
 fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out: &mut Findings) {
-    for (identity, _) in &azure.identities {
+    for (identity, identity_loaded) in &azure.identities {
         // The ServiceAccounts that use this identity.
         let users: Vec<&(&Loaded, ServiceAccount)> = doctor
             .service_accounts
@@ -700,10 +750,39 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                     .map_or(azure.identities.len() == 1, |n| same(n, &identity.name))
             })
             .collect();
+        // Azure allows 20 federated credentials per identity (Azure/azure-workload-identity #575).
+        if credentials.len() >= 18 {
+            out.push(
+                Code::FederatedCredentialLimit,
+                az_site(identity_loaded, "ManagedIdentity", &identity.name),
+                format!(
+                    "managed identity {} has {} federated credentials of the 20 Azure allows; one flexible \
+                     credential (claimsMatchingExpression: claims['sub'] matches 'system:serviceaccount:*:NAME') can \
+                     stand for many",
+                    identity.name,
+                    credentials.len()
+                ),
+                Some(format!(
+                    "federate further ServiceAccounts with a second identity: az identity create{} -n {}-2",
+                    identity_loaded
+                        .object
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .and_then(resource_group)
+                        .map(|g| format!(" -g {g}"))
+                        .unwrap_or_default(),
+                    identity.name
+                )),
+            );
+        }
         let subject_of = |sa: &ServiceAccount| format!("system:serviceaccount:{}:{}", sa.namespace, sa.name);
         if !azure.federated_credentials.is_empty() {
             for (sa_loaded, sa) in &users {
-                if !credentials.iter().any(|(fc, _)| fc.subject == subject_of(sa)) {
+                // A flexible credential doctor cannot evaluate may match: never a false WI501.
+                if !credentials
+                    .iter()
+                    .any(|(fc, _)| fc.matches_subject(&subject_of(sa)) != Some(false))
+                {
                     out.push(
                         Code::FederatedCredentialMissing,
                         Site::of(
@@ -717,16 +796,35 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                             subject_of(sa)
                         ),
                         Some(format!(
-                            "az identity federated-credential create --identity-name {} -n {} --issuer <issuer> \
+                            "az identity federated-credential create{} --identity-name {} -n {}-{} --issuer {} \
                              --subject {} --audiences {AUDIENCE}",
+                            identity_loaded
+                                .object
+                                .get("id")
+                                .and_then(Value::as_str)
+                                .and_then(resource_group)
+                                .map(|g| format!(" -g {g}"))
+                                .unwrap_or_default(),
                             identity.name,
+                            sa.namespace,
                             sa.name,
+                            options.issuer.as_deref().unwrap_or(
+                                "\"$(az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv)\""
+                            ),
                             subject_of(sa)
                         )),
                     );
                 }
             }
         }
+        // The command that mends one setting of a credential, with its resource group when its id names one.
+        let update = |fc: &azure::FederatedCredential| {
+            let group = resource_group(&fc.id).map(|g| format!(" -g {g}")).unwrap_or_default();
+            format!(
+                "az identity federated-credential update{group} --identity-name {} -n {}",
+                identity.name, fc.name
+            )
+        };
         for (fc, fc_loaded) in &credentials {
             let site = || {
                 az_site(
@@ -735,18 +833,23 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                     &format!("{}/{}", identity.name, fc.name),
                 )
             };
-            if !users.is_empty() && !users.iter().any(|(_, sa)| fc.subject == subject_of(sa)) {
+            if !users.is_empty()
+                && users
+                    .iter()
+                    .all(|(_, sa)| fc.matches_subject(&subject_of(sa)) == Some(false))
+            {
                 let wanted: Vec<String> = users.iter().map(|(_, sa)| subject_of(sa)).collect();
                 out.push(
                     Code::FederatedSubject,
                     site(),
                     format!(
-                        "subject {:?} names no ServiceAccount that uses managed identity {} ({})",
-                        fc.subject,
+                        "{} {:?} matches no ServiceAccount that uses managed identity {} ({})",
+                        if fc.subject.is_some() { "subject" } else { "expression" },
+                        fc.matching(),
                         identity.name,
                         wanted.join(", ")
                     ),
-                    Some(format!("--subject {}", wanted.join(" (or) "))),
+                    Some(format!("{} --subject {}", update(fc), wanted[0])),
                 );
             }
             if let Some(issuer) = &options.issuer
@@ -765,7 +868,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                             ""
                         }
                     ),
-                    Some(format!("--issuer {issuer}")),
+                    Some(format!("{} --issuer {issuer}", update(fc))),
                 );
             }
             if fc.audiences != [AUDIENCE] {
@@ -776,7 +879,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                         "audiences {:?}: the injected token's audience is {AUDIENCE}",
                         fc.audiences
                     ),
-                    Some(format!("--audiences {AUDIENCE}")),
+                    Some(format!("{} --audiences {AUDIENCE}", update(fc))),
                 );
             }
         }
