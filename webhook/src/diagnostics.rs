@@ -196,9 +196,9 @@ codes! {
         "no vault has that name (Azure allows 3-24 letters, digits and hyphens): the mount fails",
         "set parameters.keyvaultName to the vault's name (az keyvault list --query [].name)";
     /// `objects` cannot be parsed.
-    InvalidObjects = "WI409", Error, "objects unparseable",
-        "the provider cannot read the object list: the mount fails",
-        "write objects as a YAML string holding array: of objectName/objectType entries";
+    InvalidObjects = "WI409", Error, "objects the provider refuses",
+        "the provider refuses the object list (unreadable YAML, or an entry with a bad or missing field): the mount fails",
+        "fix what the message names: the entry's field (objectType is secret, key or cert), or the YAML string holding array: of objectName/objectType entries";
     /// The class's tenant differs from the ServiceAccount's or the webhook's.
     TenantMismatch = "WI410", Error, "tenant differs",
         "the CSI driver asks another tenant for the token: Entra ID finds no such identity there",
