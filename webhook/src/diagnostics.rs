@@ -97,6 +97,11 @@ codes! {
         "the API server cannot reach the webhook: pod creation fails with 'failed calling webhook'",
         "kubectl -n wi-system get pods; kubectl -n wi-system logs deploy/wi-webhook";
 
+    /// Azure Workload Identity's own webhook (the AKS add-on, or its Helm chart) is registered beside this one.
+    UpstreamWebhookToo = "WI108", Error, "Azure Workload Identity's webhook runs beside this one",
+        "both webhooks mutate every opted-in pod: the identity env and token volume are injected twice, differently, in an order neither controls",
+        "on AKS disable the add-on, az aks update -g RG -n CLUSTER --disable-workload-identity (deleting its configuration does not last: AKS puts it back); else helm uninstall its release";
+
     /// The pod's ServiceAccount does not exist.
     ServiceAccountMissing = "WI201", Error, "ServiceAccount missing",
         "the pod is refused (no such ServiceAccount) or runs without an identity",

@@ -180,7 +180,12 @@ fn finding(code: Code, object: ObjectRef, message: String) -> Finding {
     }
 }
 
-/// The webhook itself: its configuration present, each webhook's caBundle set, its Service with a ready endpoint.
+/// The name of Azure Workload Identity's webhook in its MutatingWebhookConfiguration (its Helm chart and the AKS
+/// add-on both register it so).
+const UPSTREAM_WEBHOOK: &str = "mutation.azure-workload-identity.io";
+
+/// The webhook itself: its configuration present, each webhook's caBundle set, its Service with a ready endpoint;
+/// and no Azure Workload Identity webhook registered beside it.
 pub async fn check_webhook(
     client: &kube::Client,
     objects: &[Loaded],
@@ -191,17 +196,41 @@ pub async fn check_webhook(
         namespace: namespace.map(str::to_owned),
         name: name.to_owned(),
     };
+    let mut upstream = Vec::new();
+    for other in objects
+        .iter()
+        .filter(|o| o.kind() == "MutatingWebhookConfiguration" && o.name() != configuration)
+    {
+        let hooks = other.object.get("webhooks").and_then(Value::as_array);
+        if hooks
+            .into_iter()
+            .flatten()
+            .any(|h| h.get("name").and_then(Value::as_str) == Some(UPSTREAM_WEBHOOK))
+        {
+            upstream.push(finding(
+                Code::UpstreamWebhookToo,
+                object("MutatingWebhookConfiguration", None, other.name()),
+                format!(
+                    "MutatingWebhookConfiguration {:?} registers Azure Workload Identity's webhook ({UPSTREAM_WEBHOOK}) \
+                     beside {configuration:?}: on AKS it is the workload identity add-on, which AKS puts back if the \
+                     configuration is deleted",
+                    other.name()
+                ),
+            ));
+        }
+    }
     let mwc = objects
         .iter()
         .find(|o| o.kind() == "MutatingWebhookConfiguration" && o.name() == configuration);
     let Some(mwc) = mwc else {
-        return Ok(vec![finding(
+        upstream.push(finding(
             Code::NoWebhookConfiguration,
             object("MutatingWebhookConfiguration", None, configuration),
             format!("MutatingWebhookConfiguration {configuration:?} does not exist"),
-        )]);
+        ));
+        return Ok(upstream);
     };
-    let mut out = Vec::new();
+    let mut out = upstream;
     let hooks = mwc.object.get("webhooks").and_then(Value::as_array);
     let mut services = Vec::new();
     for hook in hooks.into_iter().flatten() {

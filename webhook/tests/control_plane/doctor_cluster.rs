@@ -175,6 +175,52 @@ async fn doctor_reads_the_cluster_and_checks_the_webhook_itself() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no pod default/ghost"));
 
+    // Azure Workload Identity's own webhook registered too, as the AKS add-on does: reported with how to disable it.
+    apply(
+        &admin,
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+         metadata: {name: azure-wi-webhook-mutating-webhook-configuration}\nwebhooks:\n\
+         - name: mutation.azure-workload-identity.io\n  admissionReviewVersions: [v1]\n  sideEffects: None\n\
+         \x20 failurePolicy: Ignore\n\
+         \x20 clientConfig: {service: {name: azure-wi-webhook-webhook-service, namespace: kube-system, path: /mutate-v1-pod}}\n\
+         \x20 objectSelector: {matchLabels: {azure.workload.identity/use: \"true\"}}\n\
+         \x20 rules: [{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [pods]}]\n",
+    );
+    let both = doctor(
+        &admin,
+        &["--cluster", "-n", "wi-system", "-o", "json", "--tenant-id", TENANT],
+    );
+    assert_eq!(codes(&both), ["WI106", "WI106", "WI107", "WI108"]);
+    let report: Value = serde_json::from_slice(&both.stdout).unwrap();
+    let upstream = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "WI108")
+        .unwrap();
+    assert_eq!(
+        upstream["object"]["name"],
+        "azure-wi-webhook-mutating-webhook-configuration"
+    );
+    assert!(
+        upstream["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--disable-workload-identity"),
+        "{upstream}"
+    );
+    let out = run(
+        "kubectl",
+        &admin,
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            "azure-wi-webhook-mutating-webhook-configuration",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+
     // Without the configuration, the webhook is not registered at all.
     let out = run(
         "kubectl",
