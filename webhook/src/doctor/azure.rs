@@ -309,7 +309,7 @@ impl AzureInputs {
 }
 
 /// `pattern` with `*` for any run of characters, matched against the whole of `text`.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(super) fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use wi_contract::spc::ObjectType;
 
+use super::azure::{Permissions, glob};
+
 /// What reading one kind of object takes (the Azure provider's calls: get the latest or a version, list versions
 /// for `objectVersionHistory`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,39 +95,32 @@ impl Kind {
     }
 }
 
-/// An access policy's permissions, as `az keyvault show` prints them.
-pub(super) struct PolicyPermissions<'a> {
-    pub(super) secrets: &'a [String],
-    pub(super) keys: &'a [String],
-    pub(super) certificates: &'a [String],
+/// Whether access policy permissions grant `need`: the permission or `all`, in any case (`Get` as the portal
+/// writes it).
+pub(super) fn policy_allows(permissions: &Permissions, need: Need) -> bool {
+    let (kind, permission) = need.permission();
+    list(permissions, kind)
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(permission) || p.eq_ignore_ascii_case("all"))
 }
 
-impl PolicyPermissions<'_> {
-    /// Whether the policy grants `need`: the permission or `all`, in any case (`Get` as the portal writes it).
-    pub(super) fn allows(&self, need: Need) -> bool {
-        let (kind, permission) = need.permission();
-        let list = match kind {
-            Kind::Secrets => self.secrets,
-            Kind::Keys => self.keys,
-            Kind::Certificates => self.certificates,
-        };
-        list.iter()
-            .any(|p| p.eq_ignore_ascii_case(permission) || p.eq_ignore_ascii_case("all"))
+/// The list of `permissions` for one kind of object.
+fn list(permissions: &Permissions, kind: Kind) -> &[String] {
+    match kind {
+        Kind::Secrets => &permissions.secrets,
+        Kind::Keys => &permissions.keys,
+        Kind::Certificates => &permissions.certificates,
     }
 }
 
 /// `az keyvault set-policy`'s flags that add `missing` to what a policy already grants (`granted`): each list
 /// touched is given whole, since set-policy replaces the lists it is given (`--secret-permissions list get`).
-pub(super) fn set_policy_flags(missing: &BTreeSet<Need>, granted: &PolicyPermissions<'_>) -> String {
+pub(super) fn set_policy_flags(missing: &BTreeSet<Need>, granted: &Permissions) -> String {
     let mut kinds: Vec<Kind> = missing.iter().map(|n| n.permission().0).collect();
     kinds.dedup();
     let mut flags = Vec::new();
     for kind in kinds {
-        let already = match kind {
-            Kind::Secrets => granted.secrets,
-            Kind::Keys => granted.keys,
-            Kind::Certificates => granted.certificates,
-        };
+        let already = list(granted, kind);
         let added = missing.iter().map(|n| n.permission()).filter(|(k, _)| *k == kind);
         let mut list: Vec<String> = Vec::new();
         for permission in already
@@ -159,25 +154,7 @@ impl DataActions {
 
 /// Azure's action patterns: case-insensitive, `*` for any run of characters.
 fn matches(pattern: &str, action: &str) -> bool {
-    let (pattern, action) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return false;
-    };
-    let Some(mut rest) = action.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty(); // no `*`: the whole action
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.ends_with(last)
+    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
 }
 
 /// The built-in roles that matter to Key Vault: (name, role definition id, data actions, not data actions). Roles
@@ -367,41 +344,34 @@ mod tests {
 
     #[test]
     fn policies_read_permissions_in_any_case_and_all() {
-        let get = vec!["Get".to_owned(), "List".to_owned()];
-        let all = vec!["all".to_owned()];
-        let none: Vec<String> = Vec::new();
-        let list_only = vec!["list".to_owned()];
-        let p = PolicyPermissions {
-            secrets: &get,
-            keys: &none,
-            certificates: &all,
+        let permissions = |secrets: &[&str], keys: &[&str], certificates: &[&str]| {
+            let owned = |list: &[&str]| list.iter().map(|p| (*p).to_owned()).collect();
+            Permissions {
+                secrets: owned(secrets),
+                keys: owned(keys),
+                certificates: owned(certificates),
+            }
         };
-        assert!(p.allows(Need::SecretValue) && p.allows(Need::SecretVersions) && p.allows(Need::Certificate));
-        assert!(!p.allows(Need::Key));
-        let p = PolicyPermissions {
-            secrets: &list_only,
-            keys: &none,
-            certificates: &none,
-        };
-        assert!(!p.allows(Need::SecretValue));
+        let p = permissions(&["Get", "List"], &[], &["all"]);
+        assert!(
+            policy_allows(&p, Need::SecretValue)
+                && policy_allows(&p, Need::SecretVersions)
+                && policy_allows(&p, Need::Certificate)
+        );
+        assert!(!policy_allows(&p, Need::Key));
+        let p = permissions(&["list"], &[], &[]);
+        assert!(!policy_allows(&p, Need::SecretValue));
         let needs = BTreeSet::from([Need::SecretValue, Need::SecretVersions, Need::Key]);
-        let nothing = PolicyPermissions {
-            secrets: &none,
-            keys: &none,
-            certificates: &none,
-        };
         assert_eq!(
-            set_policy_flags(&needs, &nothing),
+            set_policy_flags(&needs, &permissions(&[], &[], &[])),
             "--secret-permissions get list --key-permissions get"
         );
         // What the policy has in a list it touches is kept; lists it does not touch are left out.
-        let granted = PolicyPermissions {
-            secrets: &list_only,
-            keys: &none,
-            certificates: &all,
-        };
         assert_eq!(
-            set_policy_flags(&BTreeSet::from([Need::SecretValue]), &granted),
+            set_policy_flags(
+                &BTreeSet::from([Need::SecretValue]),
+                &permissions(&["list"], &[], &["all"])
+            ),
             "--secret-permissions list get"
         );
     }

@@ -702,11 +702,17 @@ fn az_site(loaded: &Loaded, kind: &str, name: &str) -> Site {
     }
 }
 
-/// The resource group an ARM id names (`.../resourceGroups/RG/...`, any case).
-fn resource_group(id: &str) -> Option<&str> {
+/// ` -g RG` for the resource group an ARM id names (`.../resourceGroups/RG/...`, any case), or nothing: the
+/// resource group argument of an `az` command.
+fn group_flag(id: &str) -> String {
     let lower = id.to_ascii_lowercase();
-    let at = lower.find("/resourcegroups/")? + "/resourcegroups/".len();
-    id[at..].split('/').next().filter(|g| !g.is_empty())
+    lower
+        .find("/resourcegroups/")
+        .map(|at| &id[at + "/resourcegroups/".len()..])
+        .and_then(|rest| rest.split('/').next())
+        .filter(|g| !g.is_empty())
+        .map(|g| format!(" -g {g}"))
+        .unwrap_or_default()
 }
 
 /// Ids as Azure compares them: case-insensitive, surrounding blanks ignored.
@@ -750,6 +756,13 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                     .map_or(azure.identities.len() == 1, |n| same(n, &identity.name))
             })
             .collect();
+        let identity_group = group_flag(
+            identity_loaded
+                .object
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
         // Azure allows 20 federated credentials per identity (Azure/azure-workload-identity #575).
         if credentials.len() >= 18 {
             out.push(
@@ -763,14 +776,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                     credentials.len()
                 ),
                 Some(format!(
-                    "federate further ServiceAccounts with a second identity: az identity create{} -n {}-2",
-                    identity_loaded
-                        .object
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .and_then(resource_group)
-                        .map(|g| format!(" -g {g}"))
-                        .unwrap_or_default(),
+                    "federate further ServiceAccounts with a second identity: az identity create{identity_group} -n {}-2",
                     identity.name
                 )),
             );
@@ -796,15 +802,8 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                             subject_of(sa)
                         ),
                         Some(format!(
-                            "az identity federated-credential create{} --identity-name {} -n {}-{} --issuer {} \
-                             --subject {} --audiences {AUDIENCE}",
-                            identity_loaded
-                                .object
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .and_then(resource_group)
-                                .map(|g| format!(" -g {g}"))
-                                .unwrap_or_default(),
+                            "az identity federated-credential create{identity_group} --identity-name {} -n {}-{} \
+                             --issuer {} --subject {} --audiences {AUDIENCE}",
                             identity.name,
                             sa.namespace,
                             sa.name,
@@ -819,10 +818,11 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
         }
         // The command that mends one setting of a credential, with its resource group when its id names one.
         let update = |fc: &azure::FederatedCredential| {
-            let group = resource_group(&fc.id).map(|g| format!(" -g {g}")).unwrap_or_default();
             format!(
-                "az identity federated-credential update{group} --identity-name {} -n {}",
-                identity.name, fc.name
+                "az identity federated-credential update{} --identity-name {} -n {}",
+                group_flag(&fc.id),
+                identity.name,
+                fc.name
             )
         };
         for (fc, fc_loaded) in &credentials {
@@ -914,6 +914,8 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
     // every identity given when no class names the vault).
     for (vault, vault_loaded) in &azure.vaults {
         check_vault_cloud(doctor, vault, out);
+        // What the classes reading this vault ask of it, read once for every identity below.
+        let reads = vault_needs(doctor, &vault.name);
         let meant: Vec<&azure::Identity> = {
             let named = class_identities_for_vault(doctor, &vault.name);
             let by_class: Vec<_> = azure
@@ -987,7 +989,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
             // An RBAC vault is judged only when role assignments were given.
             let judged = !rbac || !azure.role_assignments.is_empty();
             if policy_ok || role_ok {
-                check_grant_covers(doctor, azure, vault, vault_loaded, &assignments, identity, out);
+                check_grant_covers(&reads, azure, vault, vault_loaded, &assignments, identity, out);
             }
             if judged && !policy_ok && !role_ok {
                 out.push(
@@ -1015,7 +1017,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
 /// RBAC one) cover what the classes reading that vault ask for: WI507 when not, WI508 when a custom role could
 /// not be judged.
 fn check_grant_covers(
-    doctor: &Doctor<'_>,
+    reads: &(BTreeSet<grants::Need>, Vec<String>),
     azure: &AzureInputs,
     vault: &azure::Vault,
     vault_loaded: &Loaded,
@@ -1023,47 +1025,39 @@ fn check_grant_covers(
     identity: &azure::Identity,
     out: &mut Findings,
 ) {
-    use grants::{DataActions, Need, PolicyPermissions};
-    let (needs, classes) = vault_needs(doctor, &vault.name);
+    use grants::{DataActions, Need};
+    let (needs, classes) = reads;
     if needs.is_empty() {
         return;
     }
     let site = || az_site(vault_loaded, "KeyVault", &vault.name);
     let reads = format!("SecretProviderClass {} reads from it", classes.join(", "));
     if vault.properties.enable_rbac_authorization != Some(true) {
-        let policies: Vec<&azure::AccessPolicy> = vault
+        // What the identity's policies grant together (a need any of them grants is granted).
+        let mut granted = azure::Permissions::default();
+        for policy in vault
             .properties
             .access_policies
             .iter()
             .flatten()
             .filter(|p| same(&p.object_id, &identity.principal_id))
+        {
+            granted.secrets.extend(policy.permissions.secrets.iter().cloned());
+            granted.keys.extend(policy.permissions.keys.iter().cloned());
+            granted
+                .certificates
+                .extend(policy.permissions.certificates.iter().cloned());
+        }
+        let missing: BTreeSet<Need> = needs
+            .iter()
+            .copied()
+            .filter(|n| !grants::policy_allows(&granted, *n))
             .collect();
-        let allows = |need: Need| {
-            policies.iter().any(|p| {
-                let permissions = PolicyPermissions {
-                    secrets: &p.permissions.secrets,
-                    keys: &p.permissions.keys,
-                    certificates: &p.permissions.certificates,
-                };
-                permissions.allows(need)
-            })
-        };
-        let missing: BTreeSet<Need> = needs.iter().copied().filter(|n| !allows(*n)).collect();
         if missing.is_empty() {
             return;
         }
         // set-policy replaces the lists it is given: they keep what the policies already grant.
-        let granted = |pick: fn(&azure::Permissions) -> &Vec<String>| -> Vec<String> {
-            policies.iter().flat_map(|p| pick(&p.permissions).clone()).collect()
-        };
-        let flags = grants::set_policy_flags(
-            &missing,
-            &PolicyPermissions {
-                secrets: &granted(|p| &p.secrets),
-                keys: &granted(|p| &p.keys),
-                certificates: &granted(|p| &p.certificates),
-            },
-        );
+        let flags = grants::set_policy_flags(&missing, &granted);
         out.push(
             Code::VaultAccessInsufficient,
             site(),
