@@ -20,21 +20,7 @@ use std::path::{Path, PathBuf};
 use wi_contract::paths::{DATA_LINK as DATA, DATA_TMP_LINK as DATA_TMP};
 pub use wi_contract::paths::{InvalidPath, validate_path};
 
-/// One file to write.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FileContent {
-    /// The bytes.
-    pub data: Vec<u8>,
-    /// Permission bits, e.g. `0o644`.
-    pub mode: u32,
-}
-
-impl std::fmt::Debug for FileContent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Contents are secrets: only their size is shown.
-        write!(f, "FileContent({} bytes, mode {:o})", self.data.len(), self.mode)
-    }
-}
+pub use wi_vault::FileContent;
 
 /// Why a write failed. Nothing visible to readers changed unless the error says so.
 #[derive(Debug, thiserror::Error)]

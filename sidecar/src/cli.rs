@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::atomic_writer::AtomicWriter;
 use crate::config::{self, SyncConfig};
 use crate::run::{Metrics, Schedule, Syncer};
-use crate::sync::{Fetcher, vault_url};
+use crate::fetch::{Fetcher, vault_url};
 use wi_runtime::admin::{AdminServer, Health};
 use wi_runtime::log::{LogConfig, LogFormat};
 

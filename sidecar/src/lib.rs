@@ -4,8 +4,9 @@
 //! Parts: [`atomic_writer::AtomicWriter`] (kubelet's atomic update of a directory through a `..data` symlink swap,
 //! hardened against interrupted writes); [`config`], the SecretProviderClass parameters validated with errors that
 //! name the field (`wi_contract::spc`, which the webhook also checks classes with at admission);
-//! [`render`], the file contents of secrets, keys and certificates as the CSI driver's Azure provider writes them;
-//! [`sync::Fetcher`], one all-or-nothing fetch of every object with one token; [`run::Syncer`], the rotation loop
+//! from the `wi-vault` crate the controller shares, [`fetch::Fetcher`] (one all-or-nothing fetch of every object
+//! with one token) and [`render`] (file contents as the CSI driver's Azure provider writes them); [`run::Syncer`],
+//! the rotation loop
 //! (interval with jitter, exponential backoff, `Retry-After`, metrics, the last good files kept); and the
 //! `wi-sidecar` binary ([`cli`]: `once` and `run` with /healthz, /readyz and /metrics), which the webhook injects
 //! for `workload-identity.rs/secrets-delivery: sidecar`.
@@ -26,6 +27,5 @@
 pub mod atomic_writer;
 pub mod cli;
 pub use wi_contract::spc as config;
-pub mod render;
 pub mod run;
-pub mod sync;
+pub use wi_vault::{fetch, render};

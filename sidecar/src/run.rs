@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::atomic_writer::{AtomicWriter, WriteError, Written};
-use crate::sync::{Fetcher, SyncError};
+use crate::fetch::{Fetcher, SyncError};
 
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -819,7 +819,7 @@ pub async fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Step
                 },
                 &cloud,
             )?;
-            let fetcher = wi_sidecar::sync::Fetcher::new(
+            let fetcher = wi_sidecar::fetch::Fetcher::new(
                 spc,
                 &vault_url,
                 credential,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use wi_sdk::identity::{CloudOptions, client_options};
 use wi_sidecar::atomic_writer::AtomicWriter;
-use wi_sidecar::sync::{Fetcher, SyncError};
+use wi_sidecar::fetch::{Fetcher, SyncError};
 use wi_testbed::Emulator;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";

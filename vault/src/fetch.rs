@@ -20,7 +20,7 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
-use crate::atomic_writer::FileContent;
+use crate::FileContent;
 use crate::config::{ObjectSpec, ObjectType, SyncConfig};
 use crate::render;
 
