@@ -27,5 +27,5 @@ done < <(find manifests -name kustomization.yaml | sort)
   $(printf -- '-f %s ' "${rendered[@]}")
 echo "   checkov: no failed check"
 
-"$venv/bin/hadolint" Dockerfile.webhook Dockerfile.sidecar
-echo "   hadolint: Dockerfile.webhook and Dockerfile.sidecar clean"
+"$venv/bin/hadolint" Dockerfile.webhook Dockerfile.sidecar Dockerfile.controller
+echo "   hadolint: Dockerfile.webhook, Dockerfile.sidecar and Dockerfile.controller clean"

@@ -18,6 +18,7 @@
 pub mod cloud;
 pub mod names;
 pub mod paths;
+pub mod secret_objects;
 pub mod spc;
 pub mod yaml;
 

@@ -30,6 +30,24 @@ pub const SECRETS_CONTAINERS_ANNOTATION: &str = "workload-identity.rs/secrets-co
 /// Pod annotation written by the webhook: what it injected, so that reinvocation converges.
 pub const INJECTED_ANNOTATION: &str = "workload-identity.rs/injected";
 
+/// SecretProviderClass annotation: the ServiceAccount, in the class's namespace, whose workload identity
+/// `wi-controller` uses to sync the class's `secretObjects` into Secrets, with or without pods.
+pub const SYNC_SERVICE_ACCOUNT_ANNOTATION: &str = "workload-identity.rs/sync-service-account";
+/// SecretProviderClass annotation: the time between syncs of this class (e.g. `5m`), instead of the controller's
+/// `--interval`.
+pub const SYNC_INTERVAL_ANNOTATION: &str = "workload-identity.rs/sync-interval";
+/// Deployment, StatefulSet or DaemonSet annotation: `"true"` rolls the workload when a synced Secret it consumes
+/// changes.
+pub const RESTART_ON_SECRET_CHANGE_ANNOTATION: &str = "workload-identity.rs/restart-on-secret-change";
+/// Pod template annotation written by `wi-controller`: a hash of the synced Secrets the workload consumes.
+pub const SECRETS_HASH_ANNOTATION: &str = "workload-identity.rs/secrets-hash";
+/// Annotation on a synced Secret: a hash of its data, so that a real change is told from a re-sync.
+pub const CONTENT_HASH_ANNOTATION: &str = "workload-identity.rs/content-hash";
+/// The standard label that says which tool manages an object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`] on the Secrets `wi-controller` syncs (and its field manager).
+pub const CONTROLLER_NAME: &str = "wi-controller";
+
 /// The annotation prefix of upstream Azure Workload Identity.
 pub const UPSTREAM_PREFIX: &str = "azure.workload.identity/";
 /// The annotation prefix of this project's extensions.
@@ -84,5 +102,7 @@ pub const ENV_ROTATION_INTERVAL: &str = "WI_ROTATION_INTERVAL";
 pub const ENV_ADMIN_LISTEN: &str = "WI_ADMIN_LISTEN";
 /// Port of the sidecar's `/healthz`, `/readyz` (its startup probe) and `/metrics`.
 pub const SIDECAR_ADMIN_PORT: u16 = 9441;
+/// Port of `wi-controller`'s `/healthz`, `/readyz` and `/metrics`.
+pub const CONTROLLER_ADMIN_PORT: u16 = 9442;
 /// The `wi-sidecar` subcommand of the injected native sidecar: sync, then keep the files fresh.
 pub const SIDECAR_RUN: &str = "run";

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use wi_sdk::identity::{CloudOptions, client_options};
 use wi_sidecar::atomic_writer::AtomicWriter;
-use wi_sidecar::run::Syncer;
 use wi_sidecar::fetch::Fetcher;
+use wi_sidecar::run::Syncer;
 use wi_testbed::Emulator;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";

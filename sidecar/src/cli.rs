@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::atomic_writer::AtomicWriter;
 use crate::config::{self, SyncConfig};
-use crate::run::{Metrics, Schedule, Syncer};
 use crate::fetch::{Fetcher, vault_url};
+use crate::run::{Metrics, Schedule, Syncer};
 use wi_runtime::admin::{AdminServer, Health};
 use wi_runtime::log::{LogConfig, LogFormat};
 

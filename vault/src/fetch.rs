@@ -399,8 +399,12 @@ fn api_error(spec: &ObjectSpec, error: &azure_core::Error) -> SyncError {
     let mut chain = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
+        // azure_identity repeats its source's text in its own message: each text once.
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
         source = s.source();
     }
     let reason = match (status, code.as_deref()) {

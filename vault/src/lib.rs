@@ -3,10 +3,12 @@
 //!
 //! Below both binaries that deliver them: `wi-sidecar` writes them into a directory, `wi-controller` maps them into
 //! Kubernetes Secrets (`secretObjects`). Parts: [`fetch::Fetcher`], one all-or-nothing fetch of every object with
-//! one credential; [`render`], the file contents of secrets, keys and certificates.
+//! one credential; [`render`], the file contents of secrets, keys and certificates; [`schedule::Schedule`], when to
+//! sync next (interval with jitter, backoff, `Retry-After`).
 
 pub mod fetch;
 pub mod render;
+pub mod schedule;
 
 pub use wi_contract::spc as config;
 

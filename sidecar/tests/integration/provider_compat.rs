@@ -14,8 +14,8 @@
 
 use base64::Engine as _;
 use wi_sidecar::config::{self, ObjectSpec, SyncConfig};
-use wi_sidecar::render::{self, PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE};
 use wi_sidecar::fetch::vault_url;
+use wi_sidecar::render::{self, PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE};
 
 const KID: &str = "https://kv.vault.azure.net/keys/web/0123";
 

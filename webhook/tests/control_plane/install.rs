@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use crate::common::envtest::{ADMIN_TOKEN, ControlPlane, Options, SECRET_PROVIDER_CLASS_CRD, run_with_kubeconfig};
 use crate::common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use crate::common::{TENANT, eventually, provider};
+use crate::emulator::Emulator;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -90,7 +91,7 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-fn apply(kubeconfig: &Path, yaml: &str) {
+pub(crate) fn apply(kubeconfig: &Path, yaml: &str) {
     let out = kubectl(kubeconfig, &["apply", "-f", "-"], Some(yaml));
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
 }
@@ -112,6 +113,7 @@ fn host_address() -> IpAddr {
 
 /// The env a kubelet would give the container: envFrom ConfigMaps first, then env (fieldRefs resolved).
 fn container_env(container: &Value, namespace: &str, documents: &[Value]) -> Vec<(String, String)> {
+    let name_of_pod = container["name"].as_str().unwrap_or("pod");
     let mut env = BTreeMap::new();
     for source in container["envFrom"].as_array().into_iter().flatten() {
         let name = source["configMapRef"]["name"]
@@ -130,6 +132,7 @@ fn container_env(container: &Value, namespace: &str, documents: &[Value]) -> Vec
         let value = match (&var["value"], &var["valueFrom"]["fieldRef"]["fieldPath"]) {
             (Value::String(v), _) => v.clone(),
             (_, Value::String(path)) if path == "metadata.namespace" => namespace.to_owned(),
+            (_, Value::String(path)) if path == "metadata.name" => format!("{name_of_pod}-0"),
             _ => panic!("unsupported env {var}"),
         };
         env.insert(name, value);
@@ -271,10 +274,12 @@ async fn ca_bundles(client: &kube::Client) -> Vec<Vec<u8>> {
 
 /// What the platform team's installation left: the control plane with `manifests/base` applied, and what the
 /// rendered Deployment runs.
-struct Installed {
-    plane: ControlPlane,
+pub(crate) struct Installed {
+    pub(crate) plane: ControlPlane,
+    /// The rendered base.
+    pub(crate) docs: Vec<Value>,
     /// The admin's kubeconfig (kubectl).
-    admin: PathBuf,
+    pub(crate) admin: PathBuf,
     namespace: String,
     service: String,
     /// The Deployment container's args, and its env with `KUBECONFIG` holding the ServiceAccount's token.
@@ -315,7 +320,7 @@ impl Installed {
 }
 
 /// The installation steps 1 to 3 of the module docs; `settings` are config.env lines the overlay adds.
-async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
+pub(crate) async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
     let plane = ControlPlane::start(options).await;
     let client = plane.client.clone();
     let admin = plane.kubeconfig("admin.kubeconfig", ADMIN_TOKEN);
@@ -359,37 +364,16 @@ async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
     );
 
     // 2. What the Deployment runs.
-    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
-    let pod_spec = &deployment["spec"]["template"]["spec"];
-    let service_account = pod_spec["serviceAccountName"].as_str().unwrap();
-    let container = &pod_spec["containers"][0];
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let (https_port, admin_port) = (port(container, "https"), port(container, "admin"));
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create_token_request(
-            service_account,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..TokenRequestSpec::default()
-                }),
-                ..TokenRequest::default()
-            },
-        )
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.token)
-        .expect("a token for the webhook's ServiceAccount");
+    let Runs {
+        namespace,
+        service_account,
+        args,
+        mut env,
+        container,
+    } = deployment_container(&docs, "wi-webhook");
+    let (https_port, admin_port) = (port(&container, "https"), port(&container, "admin"));
+    let token = token_of(&plane, &namespace, &service_account).await;
     let kubeconfig = plane.kubeconfig("wi-webhook.kubeconfig", &token);
-    let mut env = container_env(container, namespace, &docs);
     env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
 
     // 3. The Service's endpoints: this host, the container's port (here, or each replica's, by the caller).
@@ -404,7 +388,8 @@ async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
     apply(&admin, SECRET_PROVIDER_CLASS_CRD);
 
     Installed {
-        namespace: namespace.to_owned(),
+        docs,
+        namespace,
         service,
         args,
         env,
@@ -415,6 +400,63 @@ async fn install(options: Options, settings: &[(&str, &str)]) -> Installed {
     }
 }
 
+/// What a Deployment of the rendered base runs.
+pub(crate) struct Runs {
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+    pub(crate) args: Vec<String>,
+    /// As a kubelet gives it (ConfigMaps, then env with fieldRefs resolved), without `KUBECONFIG`.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) container: Value,
+}
+
+/// What the Deployment `name` of the rendered base runs.
+pub(crate) fn deployment_container(docs: &[Value], name: &str) -> Runs {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Deployment {name} in the rendered base"));
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap().to_owned();
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    let service_account = pod_spec["serviceAccountName"].as_str().unwrap().to_owned();
+    let container = pod_spec["containers"][0].clone();
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let env = container_env(&container, &namespace, docs);
+    Runs {
+        namespace,
+        service_account,
+        args,
+        env,
+        container,
+    }
+}
+
+/// A token of ServiceAccount `namespace/name` (TokenRequest, an hour): what a pod of it holds.
+pub(crate) async fn token_of(plane: &ControlPlane, namespace: &str, name: &str) -> String {
+    Api::<ServiceAccount>::namespaced(plane.client.clone(), namespace)
+        .create_token_request(
+            name,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .unwrap_or_else(|| panic!("no token for ServiceAccount {namespace}/{name}"))
+}
+
 /// The API server dials the webhook's Service at its EndpointSlices' addresses (there is no kube-proxy).
 const ROUTED: Options = Options {
     aggregator_routing: true,
@@ -422,7 +464,7 @@ const ROUTED: Options = Options {
 };
 
 /// The tests below use the manifests' fixed ports on this host: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -976,7 +1018,7 @@ async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
 
 /// `GET`/`POST`/`PUT` of JSON over HTTPS, trusting only the CA certificates in `ca_pem`. `url` is
 /// `https://IP:PORT/PATH`.
-async fn https_json(method: &str, url: &str, ca_pem: &[u8], body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn https_json(method: &str, url: &str, ca_pem: &[u8], body: Option<&Value>) -> (u16, Value) {
     let rest = url.strip_prefix("https://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr: SocketAddr = authority.parse().unwrap();
@@ -1000,7 +1042,7 @@ async fn https_json(method: &str, url: &str, ca_pem: &[u8], body: Option<&Value>
 }
 
 /// The binaries cargo built beside `wi-webhook` for the workspace's tests (`target/debug`).
-fn built(relative: &str) -> PathBuf {
+pub(crate) fn built(relative: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_wi-webhook")).parent().unwrap();
     let path = dir.join(relative);
     assert!(
@@ -1031,28 +1073,12 @@ async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
 
     // Entra ID and Key Vault: the emulator, as a process.
     let scratch = tempfile::tempdir().unwrap();
-    let mut emulator = tokio::process::Command::new(built("wi-emulator"))
-        .args(["--vault", VAULT, "--tenant-id", TENANT_ID])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(scratch.path().join("emulator.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut stdout = tokio::io::BufReader::new(emulator.stdout.take().unwrap());
-        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first))
-            .await
-            .expect("wi-emulator printed no ready line in 30 s")
-            .unwrap();
-    }
-    let endpoints: Value = serde_json::from_str(&first).unwrap();
-    let authority = endpoints["authority_host"].as_str().unwrap().to_owned();
-    let entra_admin = endpoints["admin"].as_str().unwrap().to_owned();
-    let vault_url = endpoints["vaults"][VAULT].as_str().unwrap().to_owned();
-    let emulator_ca_file = endpoints["ca_file"].as_str().unwrap().to_owned();
-    let emulator_ca = std::fs::read(&emulator_ca_file).unwrap();
+    let emulator = Emulator::start(scratch.path(), VAULT, TENANT_ID).await;
+    let (authority, vault_url, emulator_ca_file) = (
+        emulator.authority.clone(),
+        emulator.vault_url.clone(),
+        emulator.ca_file.clone(),
+    );
 
     // The cluster's webhook, configured for this cloud in config.env; sidecars rotate every second.
     let sidecar_env =
@@ -1074,57 +1100,12 @@ async fn the_api_servers_tokens_reach_key_vault_through_the_injected_sidecar() {
     let work = installed.plane.dir.path().to_owned();
 
     // Entra ID trusts the cluster's issuer as it would: from the issuer's public discovery documents.
-    let issuer = installed.plane.url();
-    let api_ca = installed.plane.ca_pem();
-    // The discovery role is bootstrapped by the API server after it starts serving and reaches its RBAC
-    // authorizer through an informer: a fresh server can answer 403 for a moment, as a new cluster does.
-    let discovery_url = format!("{issuer}/.well-known/openid-configuration");
-    let mut answer = (0, Value::Null);
-    eventually(Duration::from_secs(30), async || {
-        answer = https_json("GET", &discovery_url, &api_ca, None).await;
-        answer.0 != 403
-    })
-    .await;
-    let (status, discovery) = answer;
-    assert_eq!(status, 200, "anonymous discovery: {discovery}");
-    assert_eq!(discovery["issuer"], issuer.as_str());
-    let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_owned();
-    let (status, jwks) = https_json("GET", &jwks_uri, &api_ca, None).await;
-    assert_eq!(status, 200, "{jwks}");
-    let entra = |method: &'static str, path: String, body: Value| {
-        let (url, ca) = (format!("{entra_admin}{path}"), emulator_ca.clone());
-        async move {
-            let (status, answer) = https_json(method, &url, &ca, Some(&body)).await;
-            assert!((200..300).contains(&status), "{method} {url}: {status} {answer}");
-            answer
-        }
-    };
-    entra(
-        "POST",
-        "/trusted-issuers".into(),
-        json!({"issuer": issuer, "jwks": jwks}),
-    )
-    .await;
-    let identity = entra(
-        "POST",
-        "/identities".into(),
-        json!({"name": "mi-aks-workload", "tenant_id": TENANT_ID}),
-    )
-    .await;
-    let client_id = identity["client_id"].as_str().unwrap().to_owned();
+    let (issuer, jwks_uri) = emulator.trust(&installed.plane).await;
+    let entra = |method: &'static str, path: String, body: Value| emulator.call(method, path, body);
+    let client_id = emulator
+        .federated_identity(TENANT_ID, VAULT, &issuer, APPS, "my-app-sa", true)
+        .await;
     let subject = format!("system:serviceaccount:{APPS}:my-app-sa");
-    entra(
-        "POST",
-        format!("/identities/{client_id}/federated-credentials"),
-        json!({"issuer": issuer, "subject": subject}),
-    )
-    .await;
-    entra(
-        "POST",
-        format!("/vaults/{VAULT}/access"),
-        json!({"principal_id": identity["principal_id"], "permissions": ["get"]}),
-    )
-    .await;
     entra(
         "PUT",
         format!("/vaults/{VAULT}/secrets/MyWebAppSecret"),

@@ -6,5 +6,7 @@
 mod common;
 
 mod doctor_cluster;
+mod emulator;
 mod envtest;
 mod install;
+mod sync_controller;
