@@ -156,6 +156,35 @@ fn entry_of(i: usize, entry: &Value) -> Result<SecretObject, ConfigError> {
     })
 }
 
+/// The Secrets a pod spec (a pod's or a template's `spec`) reads: env `secretKeyRef`, `envFrom` `secretRef`,
+/// `secret` volumes and projected `secret` sources, of containers and init containers.
+pub fn consumed_secrets(pod_spec: &Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut add = |name: Option<&Value>| {
+        if let Some(name) = name.and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            names.insert(name.to_owned());
+        }
+    };
+    let list = |value: Option<&Value>| value.and_then(Value::as_array).cloned().unwrap_or_default();
+    for key in ["containers", "initContainers"] {
+        for container in list(pod_spec.get(key)) {
+            for env in list(container.get("env")) {
+                add(env.pointer("/valueFrom/secretKeyRef/name"));
+            }
+            for source in list(container.get("envFrom")) {
+                add(source.pointer("/secretRef/name"));
+            }
+        }
+    }
+    for volume in list(pod_spec.get("volumes")) {
+        add(volume.pointer("/secret/secretName"));
+        for source in list(volume.pointer("/projected/sources")) {
+            add(source.pointer("/secret/name"));
+        }
+    }
+    names
+}
+
 /// A DNS subdomain name (RFC 1123), as Kubernetes requires of a Secret's name.
 pub fn is_dns_subdomain(name: &str) -> bool {
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
@@ -181,6 +210,21 @@ fn is_secret_key(key: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_way_a_pod_reads_a_secret_is_found() {
+        let spec = json!({
+            "initContainers": [{"name": "init", "envFrom": [{"secretRef": {"name": "from-init"}}]}],
+            "containers": [{"name": "app",
+                "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "env-ref", "key": "k"}}},
+                        {"name": "B", "value": "plain"}],
+                "envFrom": [{"configMapRef": {"name": "not-a-secret"}}, {"secretRef": {"name": "env-from"}}]}],
+            "volumes": [{"name": "v", "secret": {"secretName": "volume"}},
+                        {"name": "p", "projected": {"sources": [{"secret": {"name": "projected"}},
+                                                                 {"configMap": {"name": "cm"}}]}}]});
+        let names: Vec<String> = consumed_secrets(&spec).into_iter().collect();
+        assert_eq!(names, ["env-from", "env-ref", "from-init", "projected", "volume"]);
+    }
 
     #[test]
     fn entries_are_read_as_the_driver_reads_them() {

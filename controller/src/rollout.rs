@@ -10,41 +10,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use wi_contract::secret_objects::consumed_secrets;
 use wi_contract::{CONTENT_HASH_ANNOTATION, RESTART_ON_SECRET_CHANGE_ANNOTATION, SECRETS_HASH_ANNOTATION};
-
-/// The Secrets a pod template reads: env `secretKeyRef`, `envFrom` `secretRef`, `secret` volumes and projected
-/// `secret` sources.
-pub fn consumed_secrets(template: &PodTemplateSpec) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let Some(spec) = &template.spec else {
-        return names;
-    };
-    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
-    for container in containers {
-        for env in container.env.iter().flatten() {
-            if let Some(reference) = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
-                names.insert(reference.name.clone());
-            }
-        }
-        for source in container.env_from.iter().flatten() {
-            if let Some(reference) = &source.secret_ref {
-                names.insert(reference.name.clone());
-            }
-        }
-    }
-    for volume in spec.volumes.iter().flatten() {
-        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
-            names.insert(name);
-        }
-        let projected = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
-        for source in projected.into_iter().flatten() {
-            if let Some(secret) = &source.secret {
-                names.insert(secret.name.clone());
-            }
-        }
-    }
-    names
-}
 
 /// One workload rolled: `Kind/name`.
 pub type Rolled = String;
@@ -103,7 +70,8 @@ where
         let Some(template) = template(&workload).filter(|_| opted_in) else {
             continue;
         };
-        let consumed = consumed_secrets(template);
+        let spec = serde_json::to_value(&template.spec).unwrap_or_default();
+        let consumed = consumed_secrets(&spec);
         if consumed.is_disjoint(changed) {
             continue;
         }
@@ -136,26 +104,4 @@ where
         rolled.push(format!("{}/{}", K::kind(&()), workload.name_any()));
     }
     Ok(rolled)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn every_way_a_template_reads_a_secret_is_found() {
-        let template: PodTemplateSpec = serde_json::from_value(json!({"spec": {
-            "initContainers": [{"name": "init", "envFrom": [{"secretRef": {"name": "from-init"}}]}],
-            "containers": [{"name": "app",
-                "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "env-ref", "key": "k"}}},
-                        {"name": "B", "value": "plain"}],
-                "envFrom": [{"configMapRef": {"name": "not-a-secret"}}, {"secretRef": {"name": "env-from"}}]}],
-            "volumes": [{"name": "v", "secret": {"secretName": "volume"}},
-                        {"name": "p", "projected": {"sources": [{"secret": {"name": "projected"}},
-                                                                 {"configMap": {"name": "cm"}}]}}]}}))
-        .unwrap();
-        let names: Vec<String> = consumed_secrets(&template).into_iter().collect();
-        assert_eq!(names, ["env-from", "env-ref", "from-init", "projected", "volume"]);
-    }
 }

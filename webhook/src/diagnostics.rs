@@ -220,6 +220,18 @@ codes! {
     CloudNameMismatch = "WI413", Error, "cloudName is not the vault's cloud",
         "the provider signs in at the wrong cloud and looks for the vault under the wrong DNS suffix: the vault is not found",
         "set cloudName to the cloud of the vault's URI";
+    /// `secrets-delivery: sidecar` with a class whose `secretObjects` nothing syncs.
+    SecretObjectsNotSynced = "WI414", Warning, "secretObjects nothing syncs",
+        "sidecar delivery writes files only: the Secrets the class lists are never made, and pods reading them stay in CreateContainerConfigError (secret not found)",
+        "annotate the class workload-identity.rs/sync-service-account: <a ServiceAccount of its namespace with the identity>, and wi-controller syncs them";
+    /// A `secretObjects` entry that cannot become a Secret (or a sync annotation without entries).
+    InvalidSecretObjects = "WI415", Error, "secretObjects entry that cannot be synced",
+        "that Secret is never made (the CSI driver skips such an entry too; wi-controller says why in an Event on the class)",
+        "fix the field the message names";
+    /// A workload reads a Secret that no class syncs and that is not among the objects read.
+    SecretNotSynced = "WI416", Warning, "Secret that nothing makes",
+        "the pod does not start (CreateContainerConfigError: secret not found) unless the Secret is made some other way",
+        "list it in the secretObjects of a class annotated workload-identity.rs/sync-service-account, or create it";
 
     /// No federated credential names the ServiceAccount.
     FederatedCredentialMissing = "WI501", Error, "no federated credential for the ServiceAccount",

@@ -156,6 +156,8 @@ struct Doctor<'a> {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     classes: BTreeMap<(String, String), &'a Loaded>,
     webhooks: Vec<&'a Loaded>,
+    /// Secrets among the objects read, and those a class's `secretObjects` makes: (namespace, name).
+    secrets: BTreeSet<(String, String)>,
 }
 
 impl<'a> Doctor<'a> {
@@ -166,6 +168,7 @@ impl<'a> Doctor<'a> {
             namespaces: HashMap::new(),
             classes: BTreeMap::new(),
             webhooks: Vec::new(),
+            secrets: BTreeSet::new(),
         };
         for o in objects {
             let key = (doctor.namespace_of(o), o.name().to_owned());
@@ -181,7 +184,13 @@ impl<'a> Doctor<'a> {
                     doctor.namespaces.insert(key.1, labels);
                 }
                 "SecretProviderClass" => {
+                    for object in wi_contract::secret_objects::parse(&o.object).into_iter().flatten() {
+                        doctor.secrets.insert((key.0.clone(), object.secret_name));
+                    }
                     doctor.classes.insert(key, o);
+                }
+                "Secret" => {
+                    doctor.secrets.insert(key);
                 }
                 "MutatingWebhookConfiguration" => doctor.webhooks.push(o),
                 _ => {}
@@ -276,6 +285,28 @@ impl<'a> Doctor<'a> {
                     ),
                     Some(self.class_elsewhere_fix(&class, &namespace)),
                 );
+            }
+        }
+
+        // A Secret the pod reads that nothing makes: for the pods of this system, it is expected from Key Vault.
+        if opt_in.opted_in || !classes.is_empty() {
+            let spec = mutate::at(&pod, &["spec"]).cloned().unwrap_or_default();
+            for secret in wi_contract::secret_objects::consumed_secrets(&spec) {
+                if !self.secrets.contains(&(namespace.clone(), secret.clone())) {
+                    out.push(
+                        Code::SecretNotSynced,
+                        at(Some(&secret)),
+                        format!(
+                            "the pod reads Secret {namespace}/{secret}, which no SecretProviderClass's secretObjects \
+                             makes and which is not among the objects read"
+                        ),
+                        Some(format!(
+                            "list it in spec.secretObjects of a class in {namespace} annotated \
+                             {SYNC_SERVICE_ACCOUNT_ANNOTATION}: <ServiceAccount> (wi-controller syncs it from Key \
+                             Vault), or create Secret {secret}"
+                        )),
+                    );
+                }
             }
         }
 
@@ -458,6 +489,46 @@ impl<'a> Doctor<'a> {
             let site = Site::of(loaded, object_ref(loaded, &namespace), key_of(warning.code));
             let fix = class_fix(warning.code, identity);
             out.push(warning.code, site, warning.message, fix);
+        }
+        let entries = wi_contract::secret_objects::parse(&loaded.object);
+        let site = || {
+            Site::of(
+                loaded,
+                object_ref(loaded, &namespace),
+                key_of(Code::InvalidSecretObjects),
+            )
+        };
+        for error in entries.iter().filter_map(|e| e.as_ref().err()) {
+            out.push(
+                Code::InvalidSecretObjects,
+                site(),
+                format!("SecretProviderClass {:?}: {error}", loaded.name()),
+                None,
+            );
+        }
+        let annotated = loaded
+            .object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(SYNC_SERVICE_ACCOUNT_ANNOTATION))
+            .is_some();
+        if annotated && entries.is_empty() {
+            out.push(
+                Code::InvalidSecretObjects,
+                Site::of(
+                    loaded,
+                    object_ref(loaded, &namespace),
+                    Some(SYNC_SERVICE_ACCOUNT_ANNOTATION),
+                ),
+                format!(
+                    "SecretProviderClass {:?} is annotated {SYNC_SERVICE_ACCOUNT_ANNOTATION} but has no \
+                     spec.secretObjects: there is nothing to sync",
+                    loaded.name()
+                ),
+                Some(
+                    "spec.secretObjects: [{secretName: NAME, type: Opaque, data: [{objectName: OBJECT, key: KEY}]}]"
+                        .to_owned(),
+                ),
+            );
         }
         if let Some(name) = class_param(loaded, "cloudName")
             && let Err(why) = provider_cloud(name)
@@ -683,6 +754,7 @@ fn key_of(code: Code) -> Option<&'static str> {
         Code::TenantMismatch => "tenant",
         Code::ClassNotFound | Code::SidecarRefusesClass => SECRET_PROVIDER_CLASS_ANNOTATION,
         Code::UnknownContainer => "containers",
+        Code::SecretObjectsNotSynced | Code::InvalidSecretObjects => "secretObjects",
         _ => return None,
     })
 }

@@ -79,6 +79,7 @@ pub fn mutate_with(pod: &Value, opt_in: OptIn, inputs: &Inputs<'_>, config: &Con
             inputs.secret_provider_class,
             sa,
             (identity.client_id, identity.tenant_id),
+            plan.delivery == Delivery::Sidecar,
             &mut warnings,
         );
     }

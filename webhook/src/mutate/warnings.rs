@@ -74,10 +74,16 @@ pub(super) fn warn_secret_provider_class(
     spc: ClassLookup<'_>,
     sa: &ServiceAccount,
     identity: (Option<&str>, Option<&str>),
+    sidecar: bool,
     warnings: &mut Vec<Warning>,
 ) {
     match spc {
-        ClassLookup::Found(spc) => check_class(class, spc, identity, false, warnings),
+        ClassLookup::Found(spc) => {
+            check_class(class, spc, identity, false, warnings);
+            if sidecar {
+                warn_unsynced_secret_objects(class, spc, warnings);
+            }
+        }
         ClassLookup::NotFound => warnings.push(Warning::new(
             Code::ClassNotFound,
             Subject::SecretProviderClass(class.to_owned()),
@@ -93,6 +99,34 @@ pub(super) fn warn_secret_provider_class(
             format!("SecretProviderClass {class:?} could not be checked: {why}"),
         )),
     }
+}
+
+/// A class whose `secretObjects` nothing syncs: with sidecar delivery there is no CSI driver mount to sync them,
+/// and without the sync annotation `wi-controller` leaves the class alone.
+fn warn_unsynced_secret_objects(class: &str, spc: &Value, warnings: &mut Vec<Warning>) {
+    let annotated = spc
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(SYNC_SERVICE_ACCOUNT_ANNOTATION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.trim().is_empty());
+    let names: Vec<String> = wi_contract::secret_objects::parse(spc)
+        .into_iter()
+        .flatten()
+        .map(|o| o.secret_name)
+        .collect();
+    if annotated || names.is_empty() {
+        return;
+    }
+    warnings.push(Warning::new(
+        Code::SecretObjectsNotSynced,
+        Subject::SecretProviderClass(class.to_owned()),
+        format!(
+            "SecretProviderClass {class:?} lists secretObjects (Secret {}), which sidecar delivery does not make: \
+             annotate the class {SYNC_SERVICE_ACCOUNT_ANNOTATION}: <ServiceAccount> to have wi-controller sync them \
+             with that ServiceAccount's identity",
+            names.join(", ")
+        ),
+    ));
 }
 
 /// What would keep a SecretProviderClass from giving the pod its secrets with the workload identity `identity`
