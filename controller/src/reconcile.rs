@@ -209,7 +209,11 @@ pub async fn reconcile(class: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<A
     let (delay, failure) = {
         let mut states = lock(&ctx.states);
         let state = states.entry(key).or_default();
-        state.fingerprint = fingerprint;
+        if state.fingerprint != fingerprint {
+            // A changed class starts its backoff afresh.
+            state.failures = 0;
+            state.fingerprint = fingerprint;
+        }
         let (delay, failure) = match result {
             Ok((outcome, fetcher)) => {
                 state.failures = 0;
