@@ -2,7 +2,6 @@
 //! the admin port throughout. `main.rs` only parses and calls [`run`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,17 +46,8 @@ pub struct Cli {
     #[arg(long, env = "WI_CLOUD", value_name = "CLOUD", default_value = "AzurePublicCloud")]
     pub cloud: wi_contract::Cloud,
 
-    /// Vault URL for clouds without a known Key Vault DNS suffix, with {name} for keyvaultName.
-    #[arg(long, env = "WI_VAULT_URL_TEMPLATE", value_name = "URL")]
-    pub vault_url_template: Option<String>,
-
-    /// PEM file of CA certificates trusted in addition to the system's, for Entra ID and Key Vault.
-    #[arg(long, env = "WI_CA_FILE", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-
-    /// Whether Key Vault's challenge resource must match the vault's host (turn off only for vaults addressed by IP).
-    #[arg(long, env = "WI_VERIFY_CHALLENGE_RESOURCE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub verify_challenge_resource: bool,
+    #[command(flatten)]
+    pub access: wi_vault::Access,
 
     /// Objects of one class fetched at the same time.
     #[arg(long, env = "WI_CONCURRENCY", value_name = "N", default_value_t = 4)]
@@ -129,7 +119,7 @@ fn settings(cli: &Cli, metrics: &Metrics) -> anyhow::Result<Settings> {
     anyhow::ensure!(cli.interval >= Duration::from_secs(1), "--interval must be at least 1s");
     let cloud = wi_sdk::identity::CloudOptions {
         authority_host: Some(cli.cloud.authority_host().into_owned()),
-        extra_ca_file: cli.ca_file.clone(),
+        extra_ca_file: cli.access.ca_file.clone(),
     };
     let entra = wi_sdk::identity::client_options(&cloud).context("Entra ID client")?;
     let mut keyvault = wi_sdk::identity::client_options(&cloud).context("Key Vault client")?;
@@ -148,8 +138,8 @@ fn settings(cli: &Cli, metrics: &Metrics) -> anyhow::Result<Settings> {
         default_tenant: cli.tenant_id.clone().filter(|t| !t.trim().is_empty()),
         entra,
         keyvault,
-        vault_url_template: cli.vault_url_template.clone(),
-        verify_challenge_resource: cli.verify_challenge_resource,
+        vault_url_template: cli.access.vault_url_template.clone(),
+        verify_challenge_resource: cli.access.verify_challenge_resource,
         concurrency: cli.concurrency.max(1),
     })
 }

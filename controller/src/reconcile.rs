@@ -63,6 +63,9 @@ pub struct Context {
     /// The SecretProviderClass resource.
     pub resource: ApiResource,
     states: Mutex<HashMap<(String, String), ClassState>>,
+    /// One credential per ServiceAccount identity, shared by its classes: one TokenRequest and one exchange at
+    /// Entra ID per access token lifetime, however many classes it syncs.
+    credentials: Mutex<HashMap<(String, Identity), Arc<dyn azure_core::credentials::TokenCredential>>>,
 }
 
 impl Context {
@@ -81,6 +84,7 @@ impl Context {
             recorder,
             resource,
             states: Mutex::default(),
+            credentials: Mutex::default(),
         }
     }
 }
@@ -423,14 +427,23 @@ fn fetcher(
     if let Some(fetcher) = reuse {
         return Ok(fetcher);
     }
-    let credential = identity::credential(
-        &ctx.client,
-        namespace,
-        identity,
-        ctx.settings.entra.clone(),
-        ctx.metrics.token_requests.clone(),
-    )
-    .map_err(|e| Failure::new("InvalidIdentity", format!("cannot create the credential: {e}")))?;
+    let key = (namespace.to_owned(), identity.clone());
+    let shared = lock(&ctx.credentials).get(&key).cloned();
+    let credential = match shared {
+        Some(credential) => credential,
+        None => {
+            let credential = identity::credential(
+                &ctx.client,
+                namespace,
+                identity,
+                ctx.settings.entra.clone(),
+                ctx.metrics.token_requests.clone(),
+            )
+            .map_err(|e| Failure::new("InvalidIdentity", format!("cannot create the credential: {e}")))?;
+            lock(&ctx.credentials).insert(key, credential.clone());
+            credential
+        }
+    };
     let fetcher = Fetcher::new(
         config.clone(),
         url,

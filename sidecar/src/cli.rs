@@ -57,18 +57,8 @@ pub struct Common {
     )]
     pub dir: PathBuf,
 
-    /// Vault URL for clouds without a known Key Vault DNS suffix, with {name} for keyvaultName, e.g.
-    /// https://{name}.vault.local.azurestack.external.
-    #[arg(long, env = "WI_VAULT_URL_TEMPLATE", value_name = "URL")]
-    pub vault_url_template: Option<String>,
-
-    /// PEM file of CA certificates trusted in addition to the system's (Azure Stack, a proxy, the emulator).
-    #[arg(long, env = "WI_CA_FILE", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-
-    /// Whether Key Vault's challenge resource must match the vault's host (turn off only for vaults addressed by IP).
-    #[arg(long, env = "WI_VERIFY_CHALLENGE_RESOURCE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub verify_challenge_resource: bool,
+    #[command(flatten)]
+    pub access: wi_vault::Access,
 
     /// Objects fetched at the same time.
     #[arg(long, env = "WI_CONCURRENCY", value_name = "N", default_value_t = 8)]
@@ -124,12 +114,12 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
     let url = vault_url(
         &config.keyvault_name,
         config.cloud_name.as_deref(),
-        common.vault_url_template.as_deref(),
+        common.access.vault_url_template.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
     let cloud = wi_sdk::identity::CloudOptions {
         authority_host: None,
-        extra_ca_file: common.ca_file.clone(),
+        extra_ca_file: common.access.ca_file.clone(),
     };
     let env = |name: &str| {
         // The class's clientID and tenantId win over the env, as in the CSI driver's Azure provider.
@@ -149,7 +139,7 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
         &url,
         credential,
         options,
-        common.verify_challenge_resource,
+        common.access.verify_challenge_resource,
         common.concurrency,
     )?;
     Ok(Syncer::new(fetcher, AtomicWriter::new(&common.dir)))

@@ -12,6 +12,29 @@ pub mod schedule;
 
 pub use wi_contract::spc as config;
 
+/// How the Key Vault of a class is reached beyond its parameters (`--vault-url-template`, `--ca-file`,
+/// `--verify-challenge-resource` with the `clap` feature): the same flags for the sidecar and the controller.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct Access {
+    /// Vault URL for clouds without a known Key Vault DNS suffix, with {name} for keyvaultName, e.g.
+    /// https://{name}.vault.local.azurestack.external.
+    #[cfg_attr(feature = "clap", arg(long, env = "WI_VAULT_URL_TEMPLATE", value_name = "URL"))]
+    pub vault_url_template: Option<String>,
+
+    /// PEM file of CA certificates trusted in addition to the system's, for Entra ID and Key Vault (Azure Stack, a
+    /// proxy, the emulator).
+    #[cfg_attr(feature = "clap", arg(long, env = "WI_CA_FILE", value_name = "FILE"))]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Whether Key Vault's challenge resource must match the vault's host (turn off only for vaults addressed by IP).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "WI_VERIFY_CHALLENGE_RESOURCE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)
+    )]
+    pub verify_challenge_resource: bool,
+}
+
 /// One file of a mount: its bytes and permission bits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FileContent {
