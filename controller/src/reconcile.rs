@@ -338,11 +338,13 @@ async fn sync(
     let mut really_changed = BTreeSet::new();
     let mut problems = Vec::new();
     let mut wanted = BTreeSet::new();
+    let mut unreadable = false;
     for entry in entries {
         let object = match entry {
             Ok(object) => object,
             Err(e) => {
                 problems.push(format!("{e}"));
+                unreadable = true;
                 continue;
             }
         };
@@ -357,9 +359,10 @@ async fn sync(
             Err(problem) => problems.push(problem),
         }
     }
-    if changed {
+    if changed && !unreadable {
         // Entries removed from secretObjects: their Secrets go (looked for only when the class changed, or first
-        // seen by this replica, so that a steady state lists nothing).
+        // seen by this replica, so that a steady state lists nothing). Not while an entry is unreadable: a typo in
+        // one must not delete the Secret it named.
         let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}"));
         let listed = secrets_api
             .list_metadata(&managed)

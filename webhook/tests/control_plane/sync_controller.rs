@@ -5,11 +5,12 @@
 //! is ever created: the Secrets come from the classes alone.
 //!
 //! In order: the Secrets appear with the bytes expected (Opaque, a TLS pair `openssl` accepts whose key matches its
-//! certificate, dockerconfigjson); re-syncs change nothing (resourceVersions kept) and cost one Key Vault request per
-//! object per sync; a new version reaches the Secret and rolls the opted-in Deployment exactly once; a 429 storm
-//! keeps the Secret, backs off with Retry-After and recovers; a foreign Secret and an identity without federated
-//! trust get an Event and no write; an entry removed deletes its Secret; the leader killed, the other replica takes
-//! the Lease and syncs; the class deleted, the garbage collector deletes its Secrets.
+//! certificate, dockerconfigjson); re-syncs change nothing (resourceVersions kept) and cost one Key Vault request
+//! per object per sync; a new version reaches the Secret and rolls the opted-in Deployment exactly once; a 429
+//! storm keeps the Secret, backs off with Retry-After and recovers; a foreign Secret, an identity without
+//! federated trust and a missing ServiceAccount get an Event and no write; an entry made unreadable keeps its Secret, an entry removed deletes
+//! it; the leader killed, the other replica takes the Lease and syncs; the class deleted, the garbage collector
+//! deletes its Secrets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -432,7 +433,8 @@ async fn secrets_follow_key_vault_without_pods() {
         "429 storm 10 s: {storm_requests} Key Vault requests, app-env unchanged; recovered after it"
     ));
 
-    // A foreign Secret of the same name is left alone; an identity without federated trust writes nothing.
+    // A foreign Secret of the same name is left alone; an identity without federated trust, or a ServiceAccount that
+    // does not exist, writes nothing.
     apply(
         &installed.admin,
         &format!(
@@ -452,16 +454,34 @@ async fn secrets_follow_key_vault_without_pods() {
             ),
         ),
     );
-    let mut seen = (Vec::new(), Vec::new());
+    apply(
+        &installed.admin,
+        &class(
+            "ghostly",
+            "ghost",
+            json!([{"secretName": "ghost-env", "type": "Opaque",
+                    "data": [{"objectName": "db-password", "key": "KEY"}]}]),
+        ),
+    );
+    let mut seen = (Vec::new(), Vec::new(), Vec::new());
     let told = eventually(Duration::from_secs(20), async || {
-        seen = (events(&client, "clash").await, events(&client, "untrusted").await);
+        seen = (
+            events(&client, "clash").await,
+            events(&client, "untrusted").await,
+            events(&client, "ghostly").await,
+        );
         seen.0.iter().any(|(_, n)| n.contains("Secret handmade already exists"))
             && seen.1.iter().any(|(_, n)| n.contains("AADSTS700213"))
+            && seen.2.iter().any(|(reason, n)| {
+                reason == "InvalidIdentity"
+                    && n.contains("ServiceAccount team-sync/ghost, named by the class's workload-identity.rs/sync-service-account annotation, does not exist")
+            })
     })
     .await;
     assert!(told, "Events: {seen:?}\n{}", logs(&replicas));
     assert_eq!(data(&secrets.get("handmade").await.unwrap(), "KEY"), b"mine");
     assert!(secrets.get_opt("untrusted-env").await.unwrap().is_none());
+    assert!(secrets.get_opt("ghost-env").await.unwrap().is_none());
     for (_, note) in seen.0.iter().chain(&seen.1) {
         assert!(!note.contains("p@ss"), "a value in an Event: {note}");
     }
@@ -475,6 +495,25 @@ async fn secrets_follow_key_vault_without_pods() {
         seen.0[0].1, seen.1[0].1
     ));
 
+    // An entry made unreadable (its type deleted by mistake): told, and its Secret kept.
+    let mut broken = app_objects(true);
+    broken[2].as_object_mut().unwrap().remove("type");
+    apply(&installed.admin, &class("app", "syncer", broken));
+    let mut app_events = Vec::new();
+    let told = eventually(Duration::from_secs(15), async || {
+        app_events = events(&client, "app").await;
+        app_events
+            .iter()
+            .any(|(_, n)| n.contains("spec.secretObjects[2].type: missing"))
+    })
+    .await;
+    assert!(told, "{app_events:?}\n{}", logs(&replicas));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        secrets.get_opt("regcred").await.unwrap().is_some(),
+        "a typo deleted regcred"
+    );
+
     // An entry removed from secretObjects: its Secret goes.
     apply(&installed.admin, &class("app", "syncer", app_objects(false)));
     let removed = eventually(Duration::from_secs(15), async || {
@@ -482,7 +521,7 @@ async fn secrets_follow_key_vault_without_pods() {
     })
     .await;
     assert!(removed, "regcred still there\n{}", logs(&replicas));
-    figure("regcred deleted when its entry left secretObjects".into());
+    figure("regcred kept while its entry was unreadable, deleted when the entry left secretObjects".into());
 
     // The leader dies: the other replica takes the Lease within its duration and keeps syncing.
     let killed_at = Instant::now();
