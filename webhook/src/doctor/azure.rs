@@ -2,6 +2,8 @@
 //! list`, `az keyvault show`, `az role assignment list` and `az role definition list`, each a JSON object or an
 //! array of them.
 
+use std::collections::BTreeSet;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -210,6 +212,31 @@ pub struct AzureInputs {
 }
 
 impl AzureInputs {
+    /// The subscription ids the `az` output names (in resource ids and scopes: `/subscriptions/ID/...`).
+    pub fn subscriptions(&self) -> BTreeSet<String> {
+        let objects = self
+            .identities
+            .iter()
+            .map(|(_, l)| l)
+            .chain(self.federated_credentials.iter().map(|(_, l)| l))
+            .chain(self.vaults.iter().map(|(_, l)| l))
+            .chain(self.role_assignments.iter().map(|(_, l)| l));
+        let mut ids = BTreeSet::new();
+        for loaded in objects {
+            let text = loaded.object.to_string();
+            for rest in text.split("/subscriptions/").skip(1) {
+                let id: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+                    .collect();
+                if id.len() == 36 {
+                    ids.insert(id.to_ascii_lowercase());
+                }
+            }
+        }
+        ids
+    }
+
     /// Sorts what `az` printed by its shape; anything else is unreadable input.
     pub fn read(file: &str, text: &str) -> Result<Self, LoadError> {
         let mut out = AzureInputs::default();

@@ -137,6 +137,7 @@ pub fn check(objects: &[Loaded], azure: &AzureInputs, webhook: Vec<Finding>, opt
         }
     }
     azure_checks(&doctor, azure, options, &mut out);
+    out.name_subscriptions(&azure.subscriptions());
     let mut findings = out.sorted(objects);
     findings.extend(webhook.into_iter().map(|mut f| {
         if options.strict {
@@ -683,6 +684,30 @@ impl Findings {
         });
     }
 
+    /// Drops the findings of `code` on `object`: a finding that knows more (the identity's own tenant, from `az`)
+    /// replaces what the engine guessed about the same setting, so that one mistake is reported once.
+    fn supersede(&mut self, code: Code, object: &ObjectRef) {
+        self.list.retain(|f| !(f.code == code && f.object == *object));
+        self.seen = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ((f.code, f.object.clone(), f.message.clone()), i))
+            .collect();
+    }
+
+    /// Says so when a tenant a WI410 names is a subscription id that the `az` output shows: the usual mix-up.
+    fn name_subscriptions(&mut self, subscriptions: &BTreeSet<String>) {
+        for finding in self.list.iter_mut().filter(|f| f.code == Code::TenantMismatch) {
+            if let Some(id) = subscriptions.iter().find(|id| finding.message.contains(id.as_str())) {
+                finding.message.push_str(&format!(
+                    " ({id} is the id of a subscription in the az output, not of a tenant: az account show \
+                     --subscription {id} --query tenantId -o tsv prints its tenant)"
+                ));
+            }
+        }
+    }
+
     /// In the order the files were read (the Azure side last), then by line, object and code.
     fn sorted(mut self, objects: &[Loaded]) -> Vec<Finding> {
         let mut files: Vec<&str> = Vec::new();
@@ -854,39 +879,64 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
             );
         }
         let subject_of = |sa: &ServiceAccount| format!("system:serviceaccount:{}:{}", sa.namespace, sa.name);
-        if !azure.federated_credentials.is_empty() {
-            for (sa_loaded, sa) in &users {
-                // A flexible credential doctor cannot evaluate may match: never a false WI501.
-                if !credentials
-                    .iter()
-                    .any(|(fc, _)| fc.matches_subject(&subject_of(sa)) != Some(false))
-                {
-                    out.push(
-                        Code::FederatedCredentialMissing,
-                        Site::of(
-                            sa_loaded,
-                            object_ref(sa_loaded, &sa.namespace),
-                            Some(CLIENT_ID_ANNOTATION),
-                        ),
-                        format!(
-                            "no federated credential of managed identity {} has subject {}",
-                            identity.name,
-                            subject_of(sa)
-                        ),
-                        Some(format!(
-                            "az identity federated-credential create{identity_group} --identity-name {} -n {}-{} \
-                             --issuer {} --subject {} --audiences {AUDIENCE}",
-                            identity.name,
-                            sa.namespace,
-                            sa.name,
-                            options.issuer.as_deref().unwrap_or(
-                                "\"$(az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv)\""
-                            ),
-                            subject_of(sa)
-                        )),
-                    );
-                }
-            }
+        // One finding per mistake: a credential whose subject names no user of the identity (a wrong namespace, a
+        // typo) is the credential a user without one is missing. Each such credential is reported (WI502) with the
+        // subject of the next user that lacks one; only the users left over are reported missing (WI501).
+        let wrong: Vec<&azure::FederatedCredential> = if users.is_empty() {
+            Vec::new()
+        } else {
+            credentials
+                .iter()
+                .map(|(fc, _)| fc)
+                .filter(|fc| {
+                    users
+                        .iter()
+                        .all(|(_, sa)| fc.matches_subject(&subject_of(sa)) == Some(false))
+                })
+                .collect()
+        };
+        // A flexible credential doctor cannot evaluate may match: never a false WI501.
+        let lacking: Vec<&(&Loaded, ServiceAccount)> = users
+            .iter()
+            .filter(|(_, sa)| {
+                !azure.federated_credentials.is_empty()
+                    && !credentials
+                        .iter()
+                        .any(|(fc, _)| fc.matches_subject(&subject_of(sa)) != Some(false))
+            })
+            .copied()
+            .collect();
+        let mended_by: HashMap<&str, String> = wrong
+            .iter()
+            .zip(&lacking)
+            .map(|(fc, (_, sa))| (fc.name.as_str(), subject_of(sa)))
+            .collect();
+        for (sa_loaded, sa) in lacking.iter().skip(wrong.len()) {
+            out.push(
+                Code::FederatedCredentialMissing,
+                Site::of(
+                    sa_loaded,
+                    object_ref(sa_loaded, &sa.namespace),
+                    Some(CLIENT_ID_ANNOTATION),
+                ),
+                format!(
+                    "no federated credential of managed identity {} has subject {}",
+                    identity.name,
+                    subject_of(sa)
+                ),
+                Some(format!(
+                    "az identity federated-credential create{identity_group} --identity-name {} -n {}-{} \
+                     --issuer {} --subject {} --audiences {AUDIENCE}",
+                    identity.name,
+                    sa.namespace,
+                    sa.name,
+                    options
+                        .issuer
+                        .as_deref()
+                        .unwrap_or("\"$(az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv)\""),
+                    subject_of(sa)
+                )),
+            );
         }
         // The command that mends one setting of a credential, with its resource group when its id names one.
         let update = |fc: &azure::FederatedCredential| {
@@ -905,12 +955,10 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                     &format!("{}/{}", identity.name, fc.name),
                 )
             };
-            if !users.is_empty()
-                && users
-                    .iter()
-                    .all(|(_, sa)| fc.matches_subject(&subject_of(sa)) == Some(false))
-            {
+            if wrong.iter().any(|w| w.name == fc.name) {
                 let wanted: Vec<String> = users.iter().map(|(_, sa)| subject_of(sa)).collect();
+                // The subject of a user that has no credential, else of the first user.
+                let subject = mended_by.get(fc.name.as_str()).unwrap_or(&wanted[0]);
                 out.push(
                     Code::FederatedSubject,
                     site(),
@@ -921,7 +969,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                         identity.name,
                         wanted.join(", ")
                     ),
-                    Some(format!("{} --subject {}", update(fc), wanted[0])),
+                    Some(format!("{} --subject {subject}", update(fc))),
                 );
             }
             if let Some(issuer) = &options.issuer
@@ -969,15 +1017,17 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                 && !same(tenant, home)
             {
                 let namespace = doctor.namespace_of(class);
+                let site = Site::of(class, object_ref(class, &namespace), key_of(Code::TenantMismatch));
+                out.supersede(Code::TenantMismatch, &site.object);
                 out.push(
                     Code::TenantMismatch,
-                    Site::of(class, object_ref(class, &namespace), key_of(Code::TenantMismatch)),
+                    site,
                     format!(
                         "SecretProviderClass {:?} tenantId {tenant} is not the tenant of managed identity {} ({home})",
                         class.name(),
                         identity.name
                     ),
-                    Some(format!("tenantId: {home}")),
+                    Some(format!("parameters: {{tenantId: \"{home}\"}}")),
                 );
             }
         }

@@ -305,10 +305,18 @@ fn code_on_object(finding: &Value) -> String {
     )
 }
 
-/// `# expect: CODE on OBJECT` (one line per finding) and `# args: ...` of a fixture.
-fn header(fixture: &Path) -> (BTreeSet<String>, Vec<String>) {
+/// A fixture's header: `# expect: CODE on OBJECT` (one line per finding: a mistake found twice is a failure),
+/// `# message: TEXT` (a finding's message must hold it), `# args: ...`.
+struct Header {
+    expect: Vec<String>,
+    messages: Vec<String>,
+    args: Vec<String>,
+}
+
+fn header(fixture: &Path) -> Header {
     let content = std::fs::read_to_string(fixture).unwrap();
-    let mut expect = BTreeSet::new();
+    let mut expect = Vec::new();
+    let mut messages = Vec::new();
     let mut args = vec!["--tenant-id".to_owned(), TENANT.to_owned()];
     for line in content.lines().take_while(|l| l.starts_with('#')) {
         if let Some(finding) = line.strip_prefix("# expect:") {
@@ -318,13 +326,17 @@ fn header(fixture: &Path) -> (BTreeSet<String>, Vec<String>) {
                 "{}: {line:?} names no object",
                 fixture.display()
             );
-            expect.insert(finding.to_owned());
+            expect.push(finding.to_owned());
+        }
+        if let Some(text) = line.strip_prefix("# message:") {
+            messages.push(text.trim().to_owned());
         }
         if let Some(given) = line.strip_prefix("# args:") {
             args = given.split_whitespace().map(str::to_owned).collect();
         }
     }
-    (expect, args)
+    expect.sort();
+    Header { expect, messages, args }
 }
 
 #[test]
@@ -339,7 +351,11 @@ fn every_check_has_a_fixture_that_gives_exactly_its_code() {
     let mut covered = BTreeSet::new();
     let mut failures = Vec::new();
     for fixture in &fixtures {
-        let (expect, extra) = header(fixture);
+        let Header {
+            expect,
+            messages,
+            args: extra,
+        } = header(fixture);
         let mut args = vec![
             "-f".to_owned(),
             fixture.display().to_string(),
@@ -358,15 +374,20 @@ fn every_check_has_a_fixture_that_gives_exactly_its_code() {
         let mut stdout = Vec::new();
         let result = wi_webhook::cli::run(cli, &mut std::io::empty(), &mut stdout, &mut Vec::new());
         let report: Value = serde_json::from_slice(&stdout).unwrap();
-        let found: BTreeSet<String> = report["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(code_on_object)
-            .collect();
+        let findings = report["findings"].as_array().unwrap();
+        let mut found: Vec<String> = findings.iter().map(code_on_object).collect();
+        found.sort();
         let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
         if found != expect {
             failures.push(format!("{name}: expected {expect:?}, found {found:?}: {report:#}"));
+        }
+        for text in &messages {
+            if !findings
+                .iter()
+                .any(|f| f["message"].as_str().unwrap_or_default().contains(text.as_str()))
+            {
+                failures.push(format!("{name}: no finding's message holds {text:?}: {report:#}"));
+            }
         }
         let errors = report["summary"]["errors"].as_u64().unwrap();
         if (errors > 0) != result.is_err() {
