@@ -311,6 +311,40 @@ impl<'a> Doctor<'a> {
             }
         }
 
+        // A pod that names no ServiceAccount and mounts a workload-identity class through the CSI driver, without
+        // opting in: the driver exchanges the token of `default`, shared by every such pod of the namespace.
+        let names_no_account = ["serviceAccountName", "serviceAccount"].iter().all(|key| {
+            mutate::at(&pod, &["spec", key])
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        });
+        if !opt_in.opted_in && names_no_account {
+            let with_client_id = csi_classes(&pod).into_iter().find_map(|name| {
+                let class = self.classes.get(&(namespace.clone(), name.clone()))?;
+                class_param(class, "clientID").map(|id| (name, id.to_owned()))
+            });
+            if let Some((class, id)) = with_client_id {
+                out.push(
+                    Code::NoClientId,
+                    at(Some("spec:")),
+                    format!(
+                        "the pod names no serviceAccountName and mounts SecretProviderClass {class:?} (clientID {id}): \
+                         the CSI driver exchanges the token of ServiceAccount {namespace}/default, which identity {id} \
+                         would have to trust for every pod of the namespace that names no account"
+                    ),
+                    Some(format!(
+                        "{}.serviceAccountName: <a ServiceAccount of its own, annotated {CLIENT_ID_ANNOTATION}: {id}, \
+                         with a federated credential for it>",
+                        match w.kind() {
+                            "Pod" => "spec",
+                            "CronJob" => "spec.jobTemplate.spec.template.spec",
+                            _ => "spec.template.spec",
+                        }
+                    )),
+                );
+            }
+        }
+
         if !opt_in.opted_in {
             if template_label.is_some() || own_label == Some("true") {
                 return; // opted out on purpose, or a label reported above
@@ -349,11 +383,7 @@ impl<'a> Doctor<'a> {
         }
         // A pod that names no ServiceAccount runs as `default`, which every namespace has: not a missing account,
         // but one without an identity, shared by every such pod of the namespace.
-        let names_none = ["serviceAccountName", "serviceAccount"].iter().all(|key| {
-            mutate::at(&pod, &["spec", key])
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        });
+        let names_none = names_no_account;
         let spec_path = match w.kind() {
             "Pod" => "spec",
             "CronJob" => "spec.jobTemplate.spec.template.spec",
@@ -402,19 +432,25 @@ impl<'a> Doctor<'a> {
                     if found_sa.is_none() && sa_codes.contains(&warning.code) {
                         continue;
                     }
-                    self.push_engine_warning(w, &namespace, found_sa.map(|(l, _)| *l), &warning, out);
+                    let hint = classes
+                        .iter()
+                        .find_map(|c| self.classes.get(&(namespace.clone(), c.clone())))
+                        .copied();
+                    self.push_engine_warning(w, &namespace, found_sa.map(|(l, _)| *l), hint, &warning, out);
                 }
             }
             Err(denial) => out.push(denial.code(), at(key_of(denial.code())), denial.to_string(), None),
         }
     }
 
-    /// An engine warning, on the object it is about: the workload, its ServiceAccount or its class.
+    /// An engine warning, on the object it is about: the workload, its ServiceAccount or its class. `class` (the
+    /// one the workload uses, when read) gives the ids a fix can paste.
     fn push_engine_warning(
         &self,
         w: &Loaded,
         namespace: &str,
         sa: Option<&Loaded>,
+        class: Option<&Loaded>,
         warning: &Warning,
         out: &mut Findings,
     ) {
@@ -426,9 +462,38 @@ impl<'a> Doctor<'a> {
         }
         .unwrap_or(w);
         let site = Site::of(on, object_ref(on, namespace), key_of(warning.code));
-        let fix = match &warning.subject {
-            Subject::SecretProviderClass(name) if warning.code == Code::ClassNotFound => {
+        let param = |key: &str| class.and_then(|c| class_param(c, key));
+        let annotate = |key: &str, value: String| {
+            sa.map(|sa| {
+                format!(
+                    "kubectl annotate serviceaccount -n {namespace} {} {key}={value}",
+                    sa.name()
+                )
+            })
+        };
+        let fix = match (&warning.subject, warning.code) {
+            (Subject::SecretProviderClass(name), Code::ClassNotFound) => {
                 Some(self.class_elsewhere_fix(name, namespace))
+            }
+            (Subject::ServiceAccount, Code::NoClientId) => annotate(
+                CLIENT_ID_ANNOTATION,
+                param("clientID").map_or_else(
+                    || "\"$(az identity show -g RG -n IDENTITY --query clientId -o tsv)\"".to_owned(),
+                    str::to_owned,
+                ),
+            ),
+            (Subject::ServiceAccount, Code::NoTenant) => {
+                let known = param("tenantId").or_else(|| param("tenantID"));
+                let tenant = known.map_or_else(
+                    || "\"$(az account show --query tenantId -o tsv)\"".to_owned(),
+                    str::to_owned,
+                );
+                let everyone = known.map_or_else(
+                    || "WI_TENANT_ID in manifests/base/config.env".to_owned(),
+                    |t| format!("WI_TENANT_ID={t} in manifests/base/config.env"),
+                );
+                annotate(TENANT_ID_ANNOTATION, tenant)
+                    .map(|command| format!("{command} (or, for every pod, {everyone})"))
             }
             _ => None,
         };
@@ -1128,7 +1193,7 @@ fn azure_checks(doctor: &Doctor<'_>, azure: &AzureInputs, options: &Options, out
                         identity.name,
                         identity.principal_id
                     ),
-                    None,
+                    Some(grant_command(vault, identity, &reads.0, rbac)),
                 );
             }
         }
@@ -1257,23 +1322,7 @@ fn check_grant_covers(
         );
         return;
     }
-    let roles: BTreeSet<&str> = missing.iter().map(|n| n.role()).collect();
-    let fix = roles
-        .iter()
-        .map(|role| {
-            format!(
-                "az role assignment create --role \"{role}\" --assignee-object-id {} --assignee-principal-type \
-                 ServicePrincipal --scope {}",
-                identity.principal_id,
-                if vault.id.is_empty() {
-                    "<the vault's id: az keyvault show -n NAME --query id -o tsv>"
-                } else {
-                    &vault.id
-                }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" && ");
+    let fix = role_commands(vault, identity, &missing.iter().copied().collect());
     out.push(
         Code::VaultAccessInsufficient,
         site(),
@@ -1286,6 +1335,54 @@ fn check_grant_covers(
         ),
         Some(fix),
     );
+}
+
+/// The `az role assignment create` commands that give `identity` the built-in roles `needs` call for on `vault`.
+fn role_commands(vault: &azure::Vault, identity: &azure::Identity, needs: &BTreeSet<grants::Need>) -> String {
+    let roles: BTreeSet<&str> = needs.iter().map(|n| n.role()).collect();
+    let roles = match roles.is_empty() {
+        true => BTreeSet::from(["Key Vault Secrets User"]),
+        false => roles,
+    };
+    roles
+        .iter()
+        .map(|role| {
+            format!(
+                "az role assignment create --role \"{role}\" --assignee-object-id {} --assignee-principal-type \
+                 ServicePrincipal --scope {}",
+                identity.principal_id,
+                if vault.id.is_empty() {
+                    "\"$(az keyvault show -n NAME --query id -o tsv)\"".replace("NAME", &vault.name)
+                } else {
+                    vault.id.clone()
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+/// The command that grants `identity` what the classes need of `vault`: role assignments on an RBAC vault, an
+/// access policy otherwise (get on secrets when no class says what it reads).
+fn grant_command(
+    vault: &azure::Vault,
+    identity: &azure::Identity,
+    needs: &BTreeSet<grants::Need>,
+    rbac: bool,
+) -> String {
+    if rbac {
+        return role_commands(vault, identity, needs);
+    }
+    let flags = match needs.is_empty() {
+        true => "--secret-permissions get".to_owned(),
+        false => grants::set_policy_flags(needs, &azure::Permissions::default()),
+    };
+    format!(
+        "az keyvault set-policy -n {}{} --object-id {} {flags}",
+        vault.name,
+        group_flag(&vault.id),
+        identity.principal_id
+    )
 }
 
 /// What the classes reading `vault` need of it, and those classes (`namespace/name`).
