@@ -601,13 +601,13 @@ impl CertManager {
                         data: Some(wanted.to_secret_data()),
                         ..Default::default()
                     };
-                    self.secrets.create(&PostParams::default(), &object).await
+                    self.secrets.create(&post_params(), &object).await
                 }
                 Some(mut existing) => {
                     // resourceVersion is kept: the API server refuses the write if another replica wrote since.
                     existing.data = Some(wanted.to_secret_data());
                     existing.string_data = None;
-                    self.secrets.replace(name, &PostParams::default(), &existing).await
+                    self.secrets.replace(name, &post_params(), &existing).await
                 }
             };
             match written {
@@ -676,7 +676,7 @@ impl CertManager {
             for webhook in webhooks.iter_mut() {
                 webhook.client_config.ca_bundle = Some(ByteString(wanted.clone()));
             }
-            match self.webhooks.replace(name, &PostParams::default(), &config).await {
+            match self.webhooks.replace(name, &post_params(), &config).await {
                 Ok(_) => {
                     tracing::info!(
                         configuration = %name,
@@ -717,6 +717,15 @@ impl CertManager {
                 Err(error) => tracing::warn!(%error, "certificate check failed; retrying at the next check"),
             }
         }
+    }
+}
+
+/// Writes as field manager `wi-webhook`: `kubectl get -o yaml --show-managed-fields` (and Helm 4's server-side
+/// apply) then name the webhook as the owner of the caBundle and the certificate Secret.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some("wi-webhook".to_owned()),
+        ..PostParams::default()
     }
 }
 
