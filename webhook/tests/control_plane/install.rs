@@ -43,9 +43,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 /// The example app's managed identity (manifests/examples/serviceaccount.yaml).
-const APP_CLIENT_ID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+pub(crate) const APP_CLIENT_ID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 const LATE_CLIENT_ID: &str = "0b7e5c1a-2f3d-4e6b-9a8c-7d6e5f4a3b2c";
-const APPS: &str = "team-apps";
+pub(crate) const APPS: &str = "team-apps";
 
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
@@ -83,7 +83,7 @@ fn render(dir: &Path, base: &Path, kustomization: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn documents(yaml: &str) -> Vec<Value> {
+pub(crate) fn documents(yaml: &str) -> Vec<Value> {
     wi_contract::yaml::from_str_multiple::<Value>(yaml)
         .unwrap()
         .into_iter()
@@ -140,7 +140,7 @@ fn container_env(container: &Value, namespace: &str, documents: &[Value]) -> Vec
     env.into_iter().collect()
 }
 
-fn port(container: &Value, name: &str) -> u16 {
+pub(crate) fn port(container: &Value, name: &str) -> u16 {
     container["ports"]
         .as_array()
         .unwrap()
@@ -150,7 +150,7 @@ fn port(container: &Value, name: &str) -> u16 {
         .unwrap_or_else(|| panic!("the container declares no port {name}")) as u16
 }
 
-fn env_of(pod: &Pod) -> BTreeMap<String, String> {
+pub(crate) fn env_of(pod: &Pod) -> BTreeMap<String, String> {
     pod.spec.as_ref().unwrap().containers[0]
         .env
         .iter()
@@ -257,7 +257,7 @@ fn cached_service_accounts(metrics: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-async fn ca_bundles(client: &kube::Client) -> Vec<Vec<u8>> {
+pub(crate) async fn ca_bundles(client: &kube::Client) -> Vec<Vec<u8>> {
     let Ok(Some(config)) = Api::<MutatingWebhookConfiguration>::all(client.clone())
         .get_opt("wi-webhook")
         .await
@@ -280,18 +280,18 @@ pub(crate) struct Installed {
     pub(crate) docs: Vec<Value>,
     /// The admin's kubeconfig (kubectl).
     pub(crate) admin: PathBuf,
-    namespace: String,
-    service: String,
+    pub(crate) namespace: String,
+    pub(crate) service: String,
     /// The Deployment container's args, and its env with `KUBECONFIG` holding the ServiceAccount's token.
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    https_port: u16,
-    admin_port: u16,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) https_port: u16,
+    pub(crate) admin_port: u16,
 }
 
 impl Installed {
     /// The webhook as the Deployment runs it, behind the Service's EndpointSlice at this host, once ready.
-    async fn run_webhook(&self) -> WebhookProcess {
+    pub(crate) async fn run_webhook(&self) -> WebhookProcess {
         self.endpoint("wi-webhook-host", self.https_port);
         let log = self.plane.dir.path().join("wi-webhook.log");
         let mut webhook = WebhookProcess::spawn(&webhook_binary(), &self.args, &self.env, &log);
@@ -457,8 +457,41 @@ pub(crate) async fn token_of(plane: &ControlPlane, namespace: &str, name: &str) 
         .unwrap_or_else(|| panic!("no token for ServiceAccount {namespace}/{name}"))
 }
 
+/// Creates pods of ServiceAccount `app` in `namespace` at about 5 per second until `stop`; returns how many were
+/// created, the errors of those refused and the names of those created without the identity.
+pub(crate) fn create_pods_until(
+    client: kube::Client,
+    namespace: &str,
+    prefix: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<String>, Vec<String>)> {
+    let pods = Api::<Pod>::namespaced(client, namespace);
+    let (namespace, prefix) = (namespace.to_owned(), prefix.to_owned());
+    tokio::spawn(async move {
+        let (mut created, mut refused, mut uninjected) = (0u32, Vec::new(), Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": prefix, "namespace": namespace},
+                "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}}))
+            .unwrap();
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(pod) => {
+                    created += 1;
+                    if !env_of(&pod).contains_key("AZURE_FEDERATED_TOKEN_FILE") {
+                        uninjected.push(pod.metadata.name.unwrap_or_default());
+                    }
+                }
+                Err(error) => refused.push(error.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (created, refused, uninjected)
+    })
+}
+
 /// The API server dials the webhook's Service at its EndpointSlices' addresses (there is no kube-proxy).
-const ROUTED: Options = Options {
+pub(crate) const ROUTED: Options = Options {
     aggregator_routing: true,
     issuer_is_the_api_server: false,
 };
@@ -885,30 +918,7 @@ async fn two_replicas_rotate_certificates_under_continuous_pod_creation() {
 
     // Pods at about 5 per second until told to stop.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let creator = {
-        let (pods, stop) = (Api::<Pod>::namespaced(client.clone(), APPS), stop.clone());
-        tokio::spawn(async move {
-            let (mut created, mut refused, mut uninjected) = (0u32, Vec::new(), Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                let pod: Pod = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"generateName": "rotation-", "namespace": APPS},
-                    "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}}))
-                .unwrap();
-                match pods.create(&PostParams::default(), &pod).await {
-                    Ok(pod) => {
-                        created += 1;
-                        if !env_of(&pod).contains_key("AZURE_FEDERATED_TOKEN_FILE") {
-                            uninjected.push(pod.metadata.name.unwrap_or_default());
-                        }
-                    }
-                    Err(error) => refused.push(error.to_string()),
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            (created, refused, uninjected)
-        })
-    };
+    let creator = create_pods_until(client.clone(), APPS, "rotation-", stop.clone());
 
     // Watch the caBundle, the Secret's certificate, readiness and TLS with the live bundle until the CA has rolled
     // over and the certificate was renewed at least twice.

@@ -8,5 +8,6 @@ mod common;
 mod doctor_cluster;
 mod emulator;
 mod envtest;
+mod helm;
 mod install;
 mod sync_controller;
