@@ -22,8 +22,7 @@ use crate::common::envtest::{ADMIN_TOKEN, ControlPlane, SECRET_PROVIDER_CLASS_CR
 use crate::common::process::report;
 use crate::common::{TENANT, eventually};
 use crate::install::{
-    APP_CLIENT_ID, APPS, Installed, ONE_AT_A_TIME, ROUTED, Runs, apply, ca_bundles, create_pods_until,
-    deployment_container, documents, env_of, port, token_of,
+    APP_CLIENT_ID, APPS, Installed, ONE_AT_A_TIME, ROUTED, apply, ca_bundles, create_pods_until, documents, env_of,
 };
 
 const RELEASE: &str = "workload-identity-rs";
@@ -123,36 +122,7 @@ async fn helm_install_upgrade_rollback_and_uninstall_never_refuse_a_pod() {
         ca_bundles(&client).await.iter().all(Vec::is_empty),
         "the chart renders no caBundle"
     );
-    let Runs {
-        namespace,
-        service_account,
-        args,
-        mut env,
-        container,
-    } = deployment_container(&docs, "wi-webhook");
-    let token = token_of(&plane, &namespace, &service_account).await;
-    env.push((
-        "KUBECONFIG".to_owned(),
-        plane.kubeconfig("wi-webhook.kubeconfig", &token).display().to_string(),
-    ));
-    let service = docs
-        .iter()
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .unwrap()["webhooks"][0]["clientConfig"]["service"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let installed = Installed {
-        https_port: port(&container, "https"),
-        admin_port: port(&container, "admin"),
-        plane,
-        docs,
-        admin: admin.clone(),
-        namespace,
-        service,
-        args,
-        env,
-    };
+    let installed = Installed::from_rendered(plane, docs, admin.clone()).await;
     let mut webhook = installed.run_webhook().await;
     figure(format!(
         "helm install: {} objects; the webhook ready with the rendered args",

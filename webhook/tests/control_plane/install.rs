@@ -363,40 +363,48 @@ pub(crate) async fn install(options: Options, settings: &[(&str, &str)]) -> Inst
         "the MutatingWebhookConfiguration is installed with an empty caBundle"
     );
 
-    // 2. What the Deployment runs.
-    let Runs {
-        namespace,
-        service_account,
-        args,
-        mut env,
-        container,
-    } = deployment_container(&docs, "wi-webhook");
-    let (https_port, admin_port) = (port(&container, "https"), port(&container, "admin"));
-    let token = token_of(&plane, &namespace, &service_account).await;
-    let kubeconfig = plane.kubeconfig("wi-webhook.kubeconfig", &token);
-    env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
-
-    // 3. The Service's endpoints: this host, the container's port (here, or each replica's, by the caller).
-    let service = docs
-        .iter()
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .unwrap()["webhooks"][0]["clientConfig"]["service"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // A cluster with the Secrets Store CSI driver has its CRD.
     apply(&admin, SECRET_PROVIDER_CLASS_CRD);
+    // 2. and 3.
+    Installed::from_rendered(plane, docs, admin).await
+}
 
-    Installed {
-        docs,
-        namespace,
-        service,
-        args,
-        env,
-        https_port,
-        admin_port,
-        admin,
-        plane,
+impl Installed {
+    /// What an installation rendered as `docs` (kustomize's or Helm's) runs: the webhook Deployment's args and env,
+    /// with a kubeconfig holding a TokenRequest token of its ServiceAccount (never admin), and its Service.
+    pub(crate) async fn from_rendered(plane: ControlPlane, docs: Vec<Value>, admin: PathBuf) -> Installed {
+        // 2. What the Deployment runs.
+        let Runs {
+            namespace,
+            service_account,
+            args,
+            mut env,
+            container,
+        } = deployment_container(&docs, "wi-webhook");
+        let (https_port, admin_port) = (port(&container, "https"), port(&container, "admin"));
+        let token = token_of(&plane, &namespace, &service_account).await;
+        let kubeconfig = plane.kubeconfig("wi-webhook.kubeconfig", &token);
+        env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
+
+        // 3. The Service's endpoints: this host, the container's port (here, or each replica's, by the caller).
+        let service = docs
+            .iter()
+            .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+            .unwrap()["webhooks"][0]["clientConfig"]["service"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Installed {
+            docs,
+            namespace,
+            service,
+            args,
+            env,
+            https_port,
+            admin_port,
+            admin,
+            plane,
+        }
     }
 }
 
