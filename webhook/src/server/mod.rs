@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -84,7 +84,9 @@ pub struct ServeConfig {
     #[arg(long, env = "WI_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds).
+    /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds);
+    /// also the time a client has to send its request headers, and an HTTP/2 client to answer a ping, before its
+    /// connection is closed.
     #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
@@ -276,7 +278,19 @@ impl Webhook {
         );
 
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client must send its request headers within the request timeout: without a timer hyper has no header
+        // timeout at all, and a client sending a header line a second held its connection forever. An HTTP/2
+        // connection that stops answering pings is closed the same way.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(args.request_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(args.request_timeout))
+            .keep_alive_timeout(args.request_timeout);
         let delayed_shutdown = {
             let shutting_down = shutting_down.clone();
             let delay = args.shutdown_delay;

@@ -240,3 +240,64 @@ fn self_managed_serve_refuses_a_settle_period_shorter_than_the_check_interval() 
         "{stderr}"
     );
 }
+
+/// A slow client (issue 30): TLS, then a request line and a header byte every 250 ms, never finishing its headers.
+/// The connection is closed once `--request-timeout` has passed (2 s here), while another client's admission is
+/// answered meanwhile. Before the HTTP/1 header timeout had a timer, such a client kept its connection forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_dropped_after_the_request_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Served {
+        webhook, pki, listen, ..
+    } = serve_ready(&["--request-timeout", "2s"]).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(rustls::pki_types::ServerName::IpAddress(listen.ip().into()), tcp)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    tls.write_all(b"POST /mutate-v1-pod HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let slow = async {
+        let mut buffer = [0u8; 256];
+        loop {
+            // One byte of a header that never ends; a closed connection fails the write or ends the read.
+            if tls.write_all(b"x").await.is_err() {
+                return started.elapsed();
+            }
+            let read = tokio::time::timeout(Duration::from_millis(250), tls.read(&mut buffer)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "a client trickling its headers is still connected after 15 s:\n{}",
+                webhook.log()
+            );
+        }
+    };
+    let normal = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = serde_json::to_vec(&admission_fixture("01-plain-pod.json")).unwrap();
+        admit(listen, &pki.ca_der(), body).await
+    };
+    let (closed_after, answered) = tokio::join!(slow, normal);
+    assert_eq!(answered.unwrap().status, http::StatusCode::OK);
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?} (request timeout 2 s)"
+    );
+    report(
+        "serve_process",
+        &format!("a client trickling its headers was dropped after {closed_after:.2?} (--request-timeout 2s)"),
+    );
+}
