@@ -138,8 +138,7 @@ fn settings(cli: &Cli, metrics: &Metrics) -> anyhow::Result<Settings> {
         default_tenant: cli.tenant_id.clone().filter(|t| !t.trim().is_empty()),
         entra,
         keyvault,
-        vault_url_template: cli.access.vault_url_template.clone(),
-        verify_challenge_resource: cli.access.verify_challenge_resource,
+        access: cli.access.clone(),
         concurrency: cli.concurrency.max(1),
     })
 }

@@ -42,10 +42,8 @@ pub struct Settings {
     pub entra: azure_core::http::ClientOptions,
     /// HTTP settings of the Key Vault clients (extra CA, no retries of their own: the backoff is here).
     pub keyvault: azure_core::http::ClientOptions,
-    /// Vault URL template for clouds without a known Key Vault suffix.
-    pub vault_url_template: Option<String>,
-    /// Whether Key Vault's challenge resource must match the vault's host.
-    pub verify_challenge_resource: bool,
+    /// The vault URL template and whether Key Vault's challenge resource is verified (the flags, as given).
+    pub access: wi_vault::Access,
     /// Objects of one class fetched at a time.
     pub concurrency: usize,
 }
@@ -324,10 +322,10 @@ async fn sync(
     let url = vault_url(
         &config.keyvault_name,
         config.cloud_name.as_deref(),
-        ctx.settings.vault_url_template.as_deref(),
+        ctx.settings.access.vault_url_template.as_deref(),
     )
     .map_err(|e| Failure::new("InvalidClass", format!("spec.parameters.cloudName: {e}")).permanent())?;
-    let fetcher = fetcher(ctx, namespace, &identity, &url, &config)?;
+    let fetcher = fetcher(ctx, namespace, &class.name_any(), &identity, &url, &config)?;
     let files = fetcher.fetch_all().await.map_err(|e| Failure {
         retry_after: e.retry_after().map(Duration::from_secs),
         ..Failure::new("KeyVaultFailed", format!("{e} (the Secrets keep their last good data)"))
@@ -417,16 +415,17 @@ async fn sync(
 fn fetcher(
     ctx: &Context,
     namespace: &str,
+    class: &str,
     identity: &Identity,
     url: &str,
     config: &SyncConfig,
 ) -> Result<Arc<Fetcher>, Failure> {
-    let states = lock(&ctx.states);
-    let reuse = states.values().find_map(|state| {
+    // The class's own fetcher while nothing it was made from changed (the credential is shared per identity anyway).
+    let key = (namespace.to_owned(), class.to_owned());
+    let reuse = lock(&ctx.states).get(&key).and_then(|state| {
         let (i, u, c, fetcher) = state.fetcher.as_ref()?;
         (i == identity && u == url && c == config).then(|| fetcher.clone())
     });
-    drop(states);
     if let Some(fetcher) = reuse {
         return Ok(fetcher);
     }
@@ -452,7 +451,7 @@ fn fetcher(
         url,
         credential,
         ctx.settings.keyvault.clone(),
-        ctx.settings.verify_challenge_resource,
+        ctx.settings.access.verify_challenge_resource,
         ctx.settings.concurrency,
     )
     .map_err(|e| Failure::new("KeyVaultFailed", e.to_string()))?;

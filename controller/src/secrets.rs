@@ -68,27 +68,34 @@ fn pem(label: &str, der: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot encode {label}: {e}"))
 }
 
+/// The file's PEM blocks, or, when it has none of the kind `wanted` picks, those of its PKCS#12 reading (empty
+/// password), as the driver falls back; `what` names the kind in the error.
+fn blocks_or_pkcs12(bytes: &[u8], wanted: fn(&Pem) -> bool, what: &str) -> Result<Vec<Pem>, String> {
+    let found = blocks(bytes);
+    if found.iter().any(wanted) {
+        return Ok(found);
+    }
+    let converted = wi_vault::render::pkcs12_to_pem(bytes)
+        .map_err(|e| format!("no PEM {what} in it, and not a PKCS#12 file either ({e})"))?;
+    let found = blocks(&converted);
+    match found.iter().any(wanted) {
+        true => Ok(found),
+        false => Err(format!("no {what} in it")),
+    }
+}
+
+fn is_certificate(block: &Pem) -> bool {
+    block.label == "CERTIFICATE"
+}
+
 /// Every `CERTIFICATE` block, in file order, re-encoded; a file with none is read as PKCS#12 with an empty password.
 fn certificates(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    for block in blocks(bytes).iter().filter(|b| b.label == "CERTIFICATE") {
+    for block in blocks_or_pkcs12(bytes, is_certificate, "certificate")?
+        .iter()
+        .filter(|b| is_certificate(b))
+    {
         out.extend(pem("CERTIFICATE", &block.contents)?);
-    }
-    if out.is_empty() {
-        let converted = wi_vault::render::pkcs12_to_pem(bytes)
-            .map_err(|e| format!("no PEM certificate in it, and not a PKCS#12 file either ({e})"))?;
-        return certificates_only(&converted);
-    }
-    Ok(out)
-}
-
-fn certificates_only(pem_bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    for block in blocks(pem_bytes).iter().filter(|b| b.label == "CERTIFICATE") {
-        out.extend(pem("CERTIFICATE", &block.contents)?);
-    }
-    if out.is_empty() {
-        return Err("no certificate in it".to_owned());
     }
     Ok(out)
 }
@@ -96,15 +103,11 @@ fn certificates_only(pem_bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// The last block that is not a certificate, as `RSA PRIVATE KEY` (PKCS#1) or `EC PRIVATE KEY` (SEC1 with its
 /// curve); a file with none is read as PKCS#12 with an empty password.
 fn private_key(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let Some(block) = blocks(bytes).into_iter().rev().find(|b| b.label != "CERTIFICATE") else {
-        let converted = wi_vault::render::pkcs12_to_pem(bytes)
-            .map_err(|e| format!("no PEM private key in it, and not a PKCS#12 file either ({e})"))?;
-        return match blocks(&converted).into_iter().rev().find(|b| b.label != "CERTIFICATE") {
-            Some(block) => key_block(&block),
-            None => Err("no private key in it".to_owned()),
-        };
-    };
-    key_block(&block)
+    let blocks = blocks_or_pkcs12(bytes, |b| !is_certificate(b), "private key")?;
+    match blocks.iter().rev().find(|b| !is_certificate(b)) {
+        Some(block) => key_block(block),
+        None => Err("no private key in it".to_owned()),
+    }
 }
 
 fn key_block(block: &Pem) -> Result<Vec<u8>, String> {

@@ -28,8 +28,13 @@ use crate::install::{
 const RELEASE: &str = "workload-identity-rs";
 const NAMESPACE: &str = "wi-system";
 
-/// `helm`: on the PATH, else the one `../shared/helm/setup.sh` unpacks.
-fn helm_binary() -> PathBuf {
+/// `helm`: on the PATH, else the one `../shared/helm/setup.sh` unpacks; found once.
+fn helm_binary() -> &'static Path {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(find_helm)
+}
+
+fn find_helm() -> PathBuf {
     if let Ok(output) = std::process::Command::new("helm").arg("version").output()
         && output.status.success()
     {
