@@ -50,6 +50,17 @@ pub enum LookupError {
         #[source]
         source: serde_json::Error,
     },
+    /// The API server did not answer a live read in time (overloaded, or a network partition). The client retries
+    /// 429, 503 and 504 answers with backoff until then.
+    #[error(
+        "cannot read {what}: no answer from the Kubernetes API within {after:?} (429, 503 and 504 are retried until then)"
+    )]
+    TimedOut {
+        /// The object.
+        what: String,
+        /// The time allowed.
+        after: std::time::Duration,
+    },
     /// Another source of objects failed (a test double, a file).
     #[error("{0}")]
     Other(String),
@@ -105,7 +116,12 @@ pub struct KubeLookup {
     client: kube::Client,
     service_accounts: Arc<Cache<Account>>,
     namespaces: Arc<Cache<Option<Box<str>>>>,
+    live_timeout: std::time::Duration,
 }
+
+/// Time a live read (a cache miss, a SecretProviderClass) may take unless [`KubeLookup::with_live_timeout`] says
+/// otherwise.
+pub const DEFAULT_LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl KubeLookup {
     /// Starts the ServiceAccount and Namespace watches. The returned future drives them and must be spawned; it
@@ -115,6 +131,7 @@ impl KubeLookup {
             client: client.clone(),
             service_accounts: Arc::default(),
             namespaces: Arc::default(),
+            live_timeout: DEFAULT_LIVE_TIMEOUT,
         };
         let (service_accounts, namespaces) = (lookup.service_accounts.clone(), lookup.namespaces.clone());
         let driver = async move {
@@ -144,6 +161,27 @@ impl KubeLookup {
         .boxed();
         (lookup, driver)
     }
+
+    /// Bounds each live read: an API server that answers slower fails the lookup with [`LookupError::TimedOut`],
+    /// so that the admission still answers (500, naming the object) within the request's own timeout.
+    pub fn with_live_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.live_timeout = timeout;
+        self
+    }
+
+    /// `get_opt` of `name`, within the live timeout.
+    async fn get_live<K>(&self, api: Api<K>, name: &str, what: impl Fn() -> String) -> Result<Option<K>, LookupError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match tokio::time::timeout(self.live_timeout, api.get_opt(name)).await {
+            Ok(found) => found.map_err(|e| api_error(&what(), e)),
+            Err(_) => Err(LookupError::TimedOut {
+                what: what(),
+                after: self.live_timeout,
+            }),
+        }
+    }
 }
 
 fn api_error(what: &str, error: kube::Error) -> LookupError {
@@ -166,10 +204,9 @@ impl Lookup for KubeLookup {
             // A miss: the account may be newer than the cache.
             tracing::debug!(namespace, name, "ServiceAccount not cached; reading it live");
             let api = Api::<PartialObjectMeta<K8sServiceAccount>>::namespaced(self.client.clone(), namespace);
-            let found = api
-                .get_opt(name)
-                .await
-                .map_err(|e| api_error(&format!("ServiceAccount {namespace}/{name}"), e))?;
+            let found = self
+                .get_live(api, name, || format!("ServiceAccount {namespace}/{name}"))
+                .await?;
             Ok(found.map(|sa| Account::from_meta(&sa.metadata).to_service_account(namespace, name)))
         }
         .boxed()
@@ -184,10 +221,9 @@ impl Lookup for KubeLookup {
                 return Ok(Some(use_label_map(cached)));
             }
             let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
-            let found = api
-                .get_opt(namespace)
-                .await
-                .map_err(|e| api_error(&format!("Namespace {namespace}"), e))?;
+            let found = self
+                .get_live(api, namespace, || format!("Namespace {namespace}"))
+                .await?;
             Ok(found.map(|ns| use_label_map(cache::use_label(&ns.metadata))))
         }
         .boxed()
@@ -201,10 +237,9 @@ impl Lookup for KubeLookup {
         async move {
             let resource = secret_provider_class_resource();
             let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
-            let found = api
-                .get_opt(name)
-                .await
-                .map_err(|e| api_error(&format!("SecretProviderClass {namespace}/{name}"), e))?;
+            let found = self
+                .get_live(api, name, || format!("SecretProviderClass {namespace}/{name}"))
+                .await?;
             found
                 .map(|object| {
                     serde_json::to_value(object).map_err(|source| LookupError::Decode {

@@ -85,6 +85,7 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
 
     /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds);
+    /// a live read of the Kubernetes API (a cache miss) gets half of it, then the admission answers 500;
     /// also the time a client has to send its request headers, and an HTTP/2 client to answer a ping, before its
     /// connection is closed.
     #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -361,6 +362,9 @@ pub async fn serve(args: ServeConfig, provider: Arc<CryptoProvider>) -> anyhow::
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster service account)")?;
     let (lookup, driver) = KubeLookup::start(client.clone());
+    // A live read (a cache miss) gets half the request's time, so that a slow API server gives a 500 that names
+    // the object rather than the request's 408.
+    let lookup = lookup.with_live_timeout(args.request_timeout / 2);
     tokio::spawn(driver);
     let lookup: Arc<dyn Lookup> = Arc::new(lookup);
     let webhook = match args.certs.cert_mode {

@@ -155,12 +155,55 @@ async fn list_or_watch(State((api, which)): State<(Arc<FakeApi>, &'static str)>,
     ([("content-type", "application/json")], listing.page(from, limit)).into_response()
 }
 
+/// How the fake API answers a GET of one object (a ServiceAccount the webhook has not cached).
+#[derive(Debug, Clone, Copy)]
+pub enum Miss {
+    /// 404, as for an object that does not exist.
+    NotFound,
+    /// A Status of this code at once (429 with `Retry-After: 1`, as an overloaded kube-apiserver sends it).
+    Fails(u16),
+    /// No answer for this long.
+    Stalls(std::time::Duration),
+}
+
+async fn get_one(State(miss): State<Miss>) -> Response {
+    let status = |code: u16, reason: &str| {
+        let mut response = (
+            axum::http::StatusCode::from_u16(code).unwrap(),
+            axum::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                              "reason": reason, "message": format!("fake API: {reason}")}),
+            ),
+        )
+            .into_response();
+        if code == 429 {
+            response.headers_mut().insert("retry-after", "1".parse().unwrap());
+        }
+        response
+    };
+    match miss {
+        Miss::NotFound => status(404, "NotFound"),
+        Miss::Fails(429) => status(429, "TooManyRequests"),
+        Miss::Fails(code) => status(code, "InternalError"),
+        Miss::Stalls(delay) => {
+            tokio::time::sleep(delay).await;
+            status(404, "NotFound")
+        }
+    }
+}
+
 /// Serves the fake API on 127.0.0.1 (plain HTTP) until the runtime ends; returns its address.
 pub async fn fake_api(accounts: usize) -> SocketAddr {
+    fake_api_with(accounts, Miss::NotFound).await
+}
+
+/// [`fake_api`], answering a GET of one ServiceAccount as `miss` says.
+pub async fn fake_api_with(accounts: usize, miss: Miss) -> SocketAddr {
     let api = Arc::new(FakeApi::new(accounts));
     let router = Router::new()
         .route("/api/v1/serviceaccounts", get(list_or_watch).with_state((api.clone(), "serviceaccounts")))
         .route("/api/v1/namespaces", get(list_or_watch).with_state((api, "namespaces")))
+        .route("/api/v1/namespaces/{namespace}/serviceaccounts/{name}", get(get_one).with_state(miss))
         .fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::common::fake_api::{admission_fixture, fake_api, kubeconfig};
+use crate::common::fake_api::{Miss, admission_fixture, fake_api_with, kubeconfig};
 use crate::common::process::{WebhookProcess, free_port, http_get, report, webhook_binary};
 use crate::common::*;
 use base64::Engine as _;
@@ -45,7 +45,12 @@ struct Served {
 }
 
 async fn serve_ready(extra: &[&str]) -> Served {
-    let api = fake_api(10).await;
+    serve_ready_with(Miss::NotFound, extra).await
+}
+
+/// [`serve_ready`], with the fake API answering a read of an uncached ServiceAccount as `miss` says.
+async fn serve_ready_with(miss: Miss, extra: &[&str]) -> Served {
+    let api = fake_api_with(10, miss).await;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     install_leaf(dir.path(), &pki.leaf());
@@ -300,4 +305,77 @@ async fn a_client_that_never_finishes_its_headers_is_dropped_after_the_request_t
         "serve_process",
         &format!("a client trickling its headers was dropped after {closed_after:.2?} (--request-timeout 2s)"),
     );
+}
+
+/// The threads of a process, from /proc.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// The Kubernetes API answering 429, 500 or nothing to the live read of a ServiceAccount the cache lacks (issue 30):
+/// 50 such admissions at once each get an AdmissionReview with a 500 that names the object and the cause, within
+/// the request timeout (a stalled read gives up at half of it), and the process gains no threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_server_failing_or_stalling_on_a_cache_miss_gives_a_clear_500_in_time() {
+    let cases = [
+        // kube's client retries a 429 with backoff: the read gives up at the live timeout.
+        (Miss::Fails(429), "no answer from the Kubernetes API within 1s"),
+        (Miss::Fails(500), "500"),
+        (
+            Miss::Stalls(Duration::from_secs(60)),
+            "no answer from the Kubernetes API within 1s",
+        ),
+    ];
+    for (miss, cause) in cases {
+        let Served {
+            webhook, pki, listen, ..
+        } = serve_ready_with(miss, &["--request-timeout", "2s"]).await;
+        let before = threads(webhook.pid());
+        let started = std::time::Instant::now();
+        let answers = futures::future::join_all((0..50).map(|i| {
+            let mut review = admission_fixture("01-plain-pod.json");
+            review["request"]["object"]["spec"]["serviceAccountName"] = format!("uncached-{i}").into();
+            let (ca, body) = (pki.ca_der(), serde_json::to_vec(&review).unwrap());
+            async move {
+                let reply = admit(listen, &ca, body).await.unwrap();
+                (reply, started.elapsed())
+            }
+        }))
+        .await;
+        let mut slowest = Duration::ZERO;
+        for (i, (reply, elapsed)) in answers.iter().enumerate() {
+            assert_eq!(
+                reply.status,
+                http::StatusCode::OK,
+                "{miss:?}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            let response = &reply.json()["response"];
+            assert_eq!(response["allowed"], false, "{miss:?}: {response}");
+            assert_eq!(response["status"]["code"], 500, "{miss:?}: {response}");
+            let message = response["status"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("ServiceAccount wi-fixtures/uncached-{i}")) && message.contains(cause),
+                "{miss:?}: {message}"
+            );
+            slowest = slowest.max(*elapsed);
+        }
+        assert!(
+            slowest < Duration::from_secs(2),
+            "{miss:?}: the last answer came after {slowest:?}"
+        );
+        let after = threads(webhook.pid());
+        assert!(after <= before, "{miss:?}: {before} threads before, {after} after");
+        report(
+            "serve_process",
+            &format!(
+                "API server {miss:?} on a cache miss: 50 admissions answered 500 within {slowest:.2?}; threads {before} -> {after}"
+            ),
+        );
+    }
 }
