@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod doctor;
 mod serve_process;
+mod tls_audit;
 
 /// The `wi-webhook` binary run with `args`, `stdin` written to its standard input, and none of the environment
 /// that would change its answer (the `WI_*` engine settings, a kubeconfig).

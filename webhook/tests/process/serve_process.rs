@@ -35,16 +35,16 @@ fn serve_args(listen: u16, admin: u16, extra: &[&str]) -> Vec<String> {
 
 /// `wi-webhook serve` started with files for its serving certificate, its caches filled from a fake API server of
 /// 10 accounts, and `extra` flags; ready.
-struct Served {
-    webhook: WebhookProcess,
-    pki: Pki,
-    listen: std::net::SocketAddr,
+pub(crate) struct Served {
+    pub(crate) webhook: WebhookProcess,
+    pub(crate) pki: Pki,
+    pub(crate) listen: std::net::SocketAddr,
     admin: std::net::SocketAddr,
     ready_after: Duration,
     _dir: tempfile::TempDir,
 }
 
-async fn serve_ready(extra: &[&str]) -> Served {
+pub(crate) async fn serve_ready(extra: &[&str]) -> Served {
     serve_ready_with(Miss::NotFound, extra).await
 }
 
