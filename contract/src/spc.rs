@@ -5,13 +5,11 @@
 //! `objects` parameter is, as in the provider, a YAML string holding `array:`, a list of YAML strings, one per
 //! object.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::parse_bool;
-use crate::paths::validate_path;
+use crate::paths::{PathConflict, check_distinct, validate_path};
 
 /// Kind of Key Vault object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,18 +225,25 @@ pub fn parse_objects(text: &str) -> Result<Vec<ObjectSpec>, ConfigError> {
         return Err(field("objects", "the array is empty"));
     }
     let mut objects = Vec::with_capacity(doc.array.len());
-    let mut files: BTreeMap<String, usize> = BTreeMap::new();
     for (i, entry) in doc.array.iter().enumerate() {
         let raw: RawObject = crate::yaml::from_str(entry)
             .map_err(|e| field(format!("objects[{i}]"), format!("not a YAML mapping: {e}")))?;
-        let object = object(i, raw)?;
-        if let Some(first) = files.insert(object.file_name.clone(), i) {
-            return Err(field(
-                format!("objects[{i}] ({})", object.name),
-                format!("writes {:?}, like objects[{first}]; set objectAlias", object.file_name),
-            ));
-        }
-        objects.push(object);
+        objects.push(object(i, raw)?);
+    }
+    if let Err(conflict) = check_distinct(objects.iter().map(|o| o.file_name.as_str())) {
+        let (PathConflict::Same { first, second } | PathConflict::FileAsDirectory { first, second }) = conflict;
+        let (object, other) = (&objects[second], &objects[first]);
+        let reason = match conflict {
+            PathConflict::Same { .. } => format!("writes {:?}, like objects[{first}]", object.file_name),
+            PathConflict::FileAsDirectory { .. } => format!(
+                "writes {:?}, and objects[{first}] writes {:?}: one would have to be a file and a directory",
+                object.file_name, other.file_name
+            ),
+        };
+        return Err(field(
+            format!("objects[{second}] ({})", object.name),
+            format!("{reason}; set objectAlias"),
+        ));
     }
     Ok(objects)
 }
@@ -492,5 +497,22 @@ spec:
             err.contains("objects[1] (b)") && err.contains("like objects[0]"),
             "{err}"
         );
+        // The same file spelled another way, and a file another object needs as a directory (the second found by
+        // the `paths` fuzz target in the atomic writer).
+        let two = |alias_a: &str, alias_b: &str| {
+            format!(
+                "keyvaultName: kv1x\nobjects: |\n  array:\n    - |\n      objectName: a\n      objectType: secret\n      \
+                 objectAlias: {alias_a}\n    - |\n      objectName: b\n      objectType: secret\n      objectAlias: {alias_b}\n"
+            )
+        };
+        let err = parse(&two("d/f", "d//f")).unwrap_err().to_string();
+        assert!(err.starts_with("objects[1] (b): "), "{err}");
+        assert!(err.contains(r#"writes "d//f", like objects[0]"#), "{err}");
+        let err = parse(&two("d/f", "d")).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"writes "d", and objects[0] writes "d/f": one would have to be a file and a directory"#),
+            "{err}"
+        );
+        assert!(parse(&two("d/f", "d/g")).is_ok());
     }
 }

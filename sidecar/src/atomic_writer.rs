@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use wi_contract::paths::{DATA_LINK as DATA, DATA_TMP_LINK as DATA_TMP};
 pub use wi_contract::paths::{InvalidPath, validate_path};
+use wi_contract::paths::{PathConflict, check_distinct};
 
 pub use wi_vault::FileContent;
 
@@ -28,6 +29,16 @@ pub enum WriteError {
     /// A file name is not a safe relative path.
     #[error(transparent)]
     InvalidPath(#[from] InvalidPath),
+    /// Two paths cannot both be files: the same file spelled twice, or a file another path needs as a directory.
+    #[error("{second:?} conflicts with {first:?}: {reason}")]
+    Conflict {
+        /// The path that comes first (in the order of the map).
+        first: String,
+        /// The other.
+        second: String,
+        /// Which conflict.
+        reason: &'static str,
+    },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -79,6 +90,19 @@ impl AtomicWriter {
         for path in files.keys() {
             validate_path(path)?;
         }
+        // Without this, "a/b" and "a//b" were both written, the second over the first (found by fuzzing).
+        check_distinct(files.keys().map(String::as_str)).map_err(|conflict| {
+            let (PathConflict::Same { first, second } | PathConflict::FileAsDirectory { first, second }) = conflict;
+            let path = |i| files.keys().nth(i).cloned().unwrap_or_default();
+            WriteError::Conflict {
+                first: path(first),
+                second: path(second),
+                reason: match conflict {
+                    PathConflict::Same { .. } => "both name one file",
+                    PathConflict::FileAsDirectory { .. } => "one would have to be a file and a directory",
+                },
+            }
+        })?;
         let dir = &self.dir;
         fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         let old = fs::read_link(dir.join(DATA))
@@ -370,6 +394,29 @@ mod tests {
         let long = "x".repeat(256);
         assert!(writer.write(&files(&[(long.as_str(), "x")])).is_err());
         assert_eq!(fs::read_to_string(tmp.path().join("a")).unwrap(), "1");
+    }
+
+    #[test]
+    fn paths_naming_one_file_or_nesting_in_a_file_are_refused_and_nothing_is_written() {
+        // The `paths` fuzz target's crash: "a/ba" was written, then "a//ba" over it.
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path());
+        writer.write(&files(&[("a", "1")])).unwrap();
+        let err = writer
+            .write(&files(&[("a/ba", "first"), ("a//ba", "second")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, r#""a/ba" conflicts with "a//ba": both name one file"#);
+        let err = writer
+            .write(&files(&[("d", "file"), ("d/e", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            r#""d/e" conflicts with "d": one would have to be a file and a directory"#
+        );
+        assert_eq!(fs::read_to_string(tmp.path().join("a")).unwrap(), "1");
+        assert_eq!(listing(tmp.path()), ["..data", "a"]);
     }
 
     #[test]
