@@ -35,3 +35,5 @@ echo "== the emulator against Microsoft's Python SDK (azure-identity, azure-keyv
 [ -x target/debug/wi-emulator ] || cargo build --quiet --locked -p wi-testbed --bin wi-emulator
 venv=$(scripts/python-venv.sh azure-sdk)
 WI_EMULATOR=target/debug/wi-emulator "$venv/bin/pytest" tests/python -q -p no:cacheprovider
+echo "== fuzzing: each target of fuzz/ for ${FUZZ_SECONDS:-25} s (cargo fuzz; FUZZ_SECONDS=0 skips)"
+scripts/fuzz.sh

@@ -10,4 +10,5 @@ mod emulator;
 mod envtest;
 mod helm;
 mod install;
+mod rbac_audit;
 mod sync_controller;
