@@ -352,6 +352,7 @@ mod tests {
             client,
             service_accounts: Arc::default(),
             namespaces: Arc::default(),
+            live_timeout: DEFAULT_LIVE_TIMEOUT,
         };
         for sa in cached {
             let meta = &sa.metadata;
