@@ -10,10 +10,10 @@ use tokio::process::Command;
 use wi_testbed::Emulator;
 
 const TENANT: &str = "d2f0c8a4-3b1e-4c6d-9e8f-7a6b5c4d3e2f";
-const VAULT: &str = "kv-techventure-001";
+pub(crate) const VAULT: &str = "kv-techventure-001";
 
 /// A plain HTTP/1.1 GET on the sidecar's admin port: the whole response, `None` when nothing answers.
-async fn http_get(admin: &str, path: &str) -> Option<String> {
+pub(crate) async fn http_get(admin: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
     stream
@@ -36,15 +36,15 @@ async fn counter(admin: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-struct Pod {
-    emulator: Emulator,
+pub(crate) struct Pod {
+    pub(crate) emulator: Emulator,
     vault_url: String,
     /// The AZURE_* env the webhook would inject.
     env: Vec<(&'static str, String)>,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn pod() -> Pod {
+pub(crate) async fn pod() -> Pod {
     let emulator = Emulator::start().await.unwrap();
     let vault_url = emulator.create_vault(VAULT, TENANT).await.unwrap();
     let identity = emulator.add_workload_identity("mi-aks-workload", TENANT, "default", "my-app-sa");
@@ -65,13 +65,22 @@ async fn pod() -> Pod {
 }
 
 impl Pod {
-    fn command(&self, args: &[&str], objects: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str], objects: &[&str]) -> Command {
+        self.command_in(&[], args, objects)
+    }
+
+    /// [`Pod::command`], the binary started by `wrapper` (e.g. `unshare ... --`), with the pod's env.
+    pub(crate) fn command_in(&self, wrapper: &[&str], args: &[&str], objects: &[&str]) -> Command {
         let array: String = objects
             .iter()
             .map(|name| format!("    - |\n      objectName: {name}\n      objectType: secret\n"))
             .collect();
         let config = format!("keyvaultName: {VAULT}\ntenantId: {TENANT}\nobjects: |\n  array:\n{array}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wi-sidecar"));
+        let binary = env!("CARGO_BIN_EXE_wi-sidecar");
+        let mut command = Command::new(wrapper.first().copied().unwrap_or(binary));
+        if !wrapper.is_empty() {
+            command.args(&wrapper[1..]).arg(binary);
+        }
         command
             .args(args)
             .env_clear()

@@ -2,4 +2,5 @@
 //! it writes for each object kind and encoding). One test binary, so one link.
 
 mod binary;
+mod faults;
 mod provider_compat;

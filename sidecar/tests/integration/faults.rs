@@ -1,0 +1,396 @@
+//! `wi-sidecar run` under faults (issue 30), as a process against the emulator, its directory read meanwhile by
+//! wi-sdk's snapshot reader in another thread, as an app reads it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::binary::{Pod, VAULT, http_get, pod};
+
+const OBJECTS: [&str; 3] = ["alpha", "bravo", "charlie"];
+
+/// The value of every object at version `n`: 20 KB (Key Vault takes 25 KB), so that a write takes long enough for a
+/// kill to land inside it; the version at the start and the end, so a torn file shows.
+fn value(n: u64) -> String {
+    format!("v{n:06}:{}:v{n:06}", "x".repeat(20_000))
+}
+
+/// The version of a complete value, `None` for anything else (torn, empty, foreign).
+fn version_of(content: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(content).ok()?;
+    let n: u64 = text.get(1..7)?.parse().ok()?;
+    (text == value(n)).then_some(n)
+}
+
+/// A small deterministic generator (xorshift), seeded from the clock and printed, for kill delays.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Default)]
+struct Reads {
+    total: AtomicU64,
+    torn: AtomicU64,
+    mixed: AtomicU64,
+    incomplete: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Pod {
+    fn start(&self, admin: &str) -> tokio::process::Child {
+        self.command(
+            &["run", "--admin-listen", admin, "--interval", "20ms", "--jitter", "0"],
+            &OBJECTS,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+    }
+
+    fn set_version(&self, n: u64) {
+        for object in OBJECTS {
+            self.emulator.set_secret(VAULT, object, &value(n), None).unwrap();
+        }
+    }
+}
+
+/// 500 rotations of three 20 KB secrets; at about half of them `kill -9` lands at a random point 0-40 ms after the
+/// new version is in Key Vault (while fetching, writing or swapping), and the sidecar is started again. An
+/// independent reader (wi-sdk's snapshot, as apps read) checks every read against the complete versions: no torn
+/// file, no mix of two versions, never a missing file once the first version is there. Each version is reached after
+/// the restarts, and at the end the directory holds one version, with no `..data_tmp` or orphaned version left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_of_500_rotations_never_shows_a_reader_a_torn_or_mixed_version() {
+    const ROTATIONS: u64 = 500;
+    let pod = pod().await;
+    pod.set_version(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let secrets = pod.dir.path().join("secrets");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut random = Random(seed);
+
+    // The reader: from the first complete version on, every read must be one complete version.
+    let reads = Arc::new(Reads::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (reads, stop, secrets) = (reads.clone(), stop.clone(), secrets.clone());
+        std::thread::spawn(move || {
+            let mut started = false;
+            while !stop.load(Ordering::Relaxed) {
+                let snapshot = match wi_sdk::snapshot::read(&secrets) {
+                    Ok(snapshot) if snapshot.version().is_some() => snapshot,
+                    // Before the first write there is no directory, or no ..data.
+                    _ if !started => continue,
+                    _ => {
+                        reads.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                started = true;
+                reads.total.fetch_add(1, Ordering::Relaxed);
+                let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+                if OBJECTS.iter().any(|o| snapshot.get(o).is_none()) {
+                    reads.incomplete.fetch_add(1, Ordering::Relaxed);
+                } else if versions.iter().any(Option::is_none) {
+                    reads.torn.fetch_add(1, Ordering::Relaxed);
+                } else if versions.windows(2).any(|w| w[0] != w[1]) {
+                    reads.mixed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    // The version every file shows, when they agree.
+    let current = |secrets: &std::path::Path| -> Option<u64> {
+        let snapshot = wi_sdk::snapshot::read(secrets).ok()?;
+        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+        versions
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then_some(versions[0])
+            .flatten()
+    };
+    let mut child = pod.start(&admin);
+    let (mut kills, mut restarts_to_version) = (0u64, Vec::new());
+    let started = Instant::now();
+    for n in 0..=ROTATIONS {
+        if n > 0 {
+            pod.set_version(n);
+        }
+        if n > 0 && random.below(2) == 0 {
+            tokio::time::sleep(Duration::from_millis(random.below(40))).await;
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            kills += 1;
+            let killed_at = Instant::now();
+            child = pod.start(&admin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while current(&secrets) != Some(n) {
+                assert!(
+                    Instant::now() < deadline,
+                    "version {n} not reached 20 s after a restart"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            restarts_to_version.push(killed_at.elapsed());
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while current(&secrets) != Some(n) {
+                assert!(Instant::now() < deadline, "version {n} not reached in 20 s");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    // Usable after the last restart: ready, and one more sync leaves exactly one version.
+    let mut ready = false;
+    for _ in 0..200 {
+        if http_get(&admin, "/readyz")
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "the sidecar is not ready after the last restart");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let mut entries: Vec<String> = std::fs::read_dir(&secrets)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let versions: Vec<&String> = entries.iter().filter(|e| e.starts_with("..2")).collect();
+    assert_eq!(versions.len(), 1, "one version left: {entries:?}");
+    assert!(!entries.iter().any(|e| e == "..data_tmp"), "{entries:?}");
+    assert_eq!(entries.len(), 2 + OBJECTS.len(), "{entries:?}");
+
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (total, torn, mixed, incomplete, errors) = (
+        count(&reads.total),
+        count(&reads.torn),
+        count(&reads.mixed),
+        count(&reads.incomplete),
+        count(&reads.errors),
+    );
+    restarts_to_version.sort();
+    let median = restarts_to_version
+        .get(restarts_to_version.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    let worst = restarts_to_version.last().copied().unwrap_or_default();
+    let report = format!(
+        "{ROTATIONS} rotations in {elapsed:.1?}, kill -9 at {kills} random points (seed {seed}); {total} reads: {torn} \
+         torn, {mixed} mixed, {incomplete} incomplete, {errors} failed; a killed sidecar restarted to the new \
+         version in {median:.0?} (median), {worst:.0?} (worst)"
+    );
+    println!("   faults: {report}");
+    assert!(kills >= ROTATIONS / 4, "{report}");
+    assert_eq!((torn, mixed, incomplete, errors), (0, 0, 0, 0), "{report}");
+    assert!(total > ROTATIONS, "{report}");
+}
+
+/// Whether this process may make a mount namespace and mount a tmpfs in it (root, or CAP_SYS_ADMIN).
+fn can_mount() -> bool {
+    std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "probe",
+            "/mnt",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `script` with `sh -c` in the mount namespace of process `pid`.
+fn in_namespace_of(pid: u32, script: &str) {
+    let _ = std::process::Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--mount", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+}
+
+/// The secrets directory on a full filesystem: a 256 KiB tmpfs in a mount namespace of the test's own (nothing of
+/// the machine's is touched), filled up while a new version waits in Key Vault. The sidecar keeps the last good
+/// files, logs the failure naming the file, counts it in its metrics, stays ready (the files it serves are still
+/// there), leaves no partial version behind, and writes the new version once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_keeps_the_last_good_files_is_reported_and_recovers_when_space_returns() {
+    if !can_mount() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true, but this process cannot mount a tmpfs in a mount namespace of its own (needs root)"
+        );
+        eprintln!("skipped: cannot mount a tmpfs in a mount namespace of our own (needs root; CI runs it)");
+        return;
+    }
+    let pod = pod().await;
+    pod.set_version(1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let mount = pod.dir.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    let log = pod.dir.path().join("sidecar.log");
+    let mount_str = mount.display().to_string();
+    let mut child = pod
+        .command_in(
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                "mount -t tmpfs -o size=256k wi-full-test \"$0\" && exec \"$@\"",
+                &mount_str,
+            ],
+            &["run", "--admin-listen", &admin, "--interval", "200ms", "--jitter", "0"],
+            &OBJECTS,
+        )
+        .env("WI_SECRETS_DIR", mount.join("secrets"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // The directory as the sidecar sees it, from outside its namespace.
+    let secrets = std::path::PathBuf::from(format!("/proc/{pid}/root{}", mount.join("secrets").display()));
+    let current = || -> Option<u64> {
+        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
+        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+        versions
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then_some(versions[0])
+            .flatten()
+    };
+    let wait_for = |n: u64, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        async move {
+            while current() != Some(n) {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            true
+        }
+    };
+    assert!(
+        wait_for(1, Duration::from_secs(20)).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // Fill the filesystem, then a new version appears in Key Vault.
+    let mount_in = mount.display();
+    in_namespace_of(pid, &format!("head -c 1M /dev/zero > {mount_in}/filler"));
+    pod.set_version(2);
+    let metric = |series: &'static str| {
+        let admin = admin.clone();
+        async move {
+            http_get(&admin, "/metrics")
+                .await
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("wi_sidecar_consecutive_failures").await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed sync counted: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(current(), Some(1), "the last good files stay");
+    let ready = http_get(&admin, "/readyz").await.unwrap_or_default();
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "still ready, the files are there: {ready}"
+    );
+    assert!(metric("wi_sidecar_syncs_total{result=\"failed\"}").await >= 3);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let failure = logged
+        .lines()
+        .find(|l| l.contains("sync failed"))
+        .unwrap_or_else(|| panic!("no failure logged: {logged}"));
+    assert!(failure.contains("No space left on device"), "{failure}");
+    assert!(
+        OBJECTS.iter().any(|o| failure.contains(o)),
+        "the error names the file: {failure}"
+    );
+    assert!(!logged.contains(&value(2)[..40]), "no value in the log");
+
+    // Space returns.
+    in_namespace_of(pid, &format!("rm {mount_in}/filler"));
+    let freed = Instant::now();
+    assert!(
+        wait_for(2, Duration::from_secs(20)).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let recovered_after = freed.elapsed();
+    let mut entries: Vec<String> = std::fs::read_dir(&secrets)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries.iter().filter(|e| e.starts_with("..2")).count(),
+        1,
+        "{entries:?}"
+    );
+    assert!(!entries.iter().any(|e| e == "..data_tmp"), "{entries:?}");
+    println!(
+        "   faults: disk full (256 KiB tmpfs): last good files kept through {} failed syncs; the new version \
+         written {recovered_after:.0?} after space returned (interval 200 ms)",
+        metric("wi_sidecar_syncs_total{result=\"failed\"}").await
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
