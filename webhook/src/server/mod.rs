@@ -7,6 +7,7 @@
 //! update, stops accepting and drains in-flight requests for at most `--shutdown-grace`.
 
 pub mod certs;
+mod idle;
 
 pub mod tls;
 
@@ -87,7 +88,7 @@ pub struct ServeConfig {
     /// Time allowed to answer one request before 408 (the API server waits at most the webhook's timeoutSeconds);
     /// a live read of the Kubernetes API (a cache miss) gets half of it, then the admission answers 500;
     /// also the time a client has to send its request headers, and an HTTP/2 client to answer a ping, before its
-    /// connection is closed.
+    /// connection is closed; a connection that carries no byte for twice this time is closed.
     #[arg(long, env = "WI_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
@@ -320,6 +321,12 @@ impl Webhook {
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     let handshake_timeout = args.request_timeout;
+                    // A connection that carries no byte for twice the request timeout is closed: by then any
+                    // request on it has been answered (or timed out), and hyper's header timeout does not cover a
+                    // client that never starts a request.
+                    let idle_limit = args.request_timeout.saturating_mul(2);
+                    let activity = idle::Activity::new();
+                    let tcp = idle::Tracked::new(tcp, activity.clone());
                     tokio::spawn(async move {
                         let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => tls,
@@ -333,8 +340,15 @@ impl Webhook {
                             }
                         };
                         let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                        if let Err(error) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        tokio::select! {
+                            ended = watcher.watch(conn) => {
+                                if let Err(error) = ended {
+                                    tracing::debug!(%peer, %error, "connection ended with an error");
+                                }
+                            }
+                            () = activity.idle(idle_limit) => {
+                                tracing::debug!(%peer, idle = ?idle_limit, "closed an idle connection");
+                            }
                         }
                     });
                 }

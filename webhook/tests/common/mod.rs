@@ -224,6 +224,27 @@ impl Reply {
     }
 }
 
+/// A TLS connection to `addr`, trusting only `ca`, offering `alpn`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
+}
+
 /// One request on a new TLS connection, trusting only `ca`.
 pub async fn https(
     addr: SocketAddr,
@@ -234,19 +255,7 @@ pub async fn https(
     body: Vec<u8>,
     http2: bool,
 ) -> Result<Reply, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
-    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
+    let tls = tls_connect(addr, ca, if http2 { b"h2" } else { b"http/1.1" }).await?;
     let (_, session) = tls.get_ref();
     let leaf = session.peer_certificates().ok_or("no peer certificate")?[0].clone();
     let alpn = session.alpn_protocol().map(<[u8]>::to_vec);

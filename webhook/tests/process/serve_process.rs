@@ -255,19 +255,7 @@ async fn a_client_that_never_finishes_its_headers_is_dropped_after_the_request_t
     let Served {
         webhook, pki, listen, ..
     } = serve_ready(&["--request-timeout", "2s"]).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(rustls::pki_types::ServerName::IpAddress(listen.ip().into()), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(listen, &pki.ca_der(), b"http/1.1").await.unwrap();
     let started = std::time::Instant::now();
     tls.write_all(b"POST /mutate-v1-pod HTTP/1.1\r\nhost: x\r\n")
         .await
