@@ -38,7 +38,7 @@ async fn counter(admin: &str, series: &str) -> u64 {
 
 pub(crate) struct Pod {
     pub(crate) emulator: Emulator,
-    vault_url: String,
+    pub(crate) vault_url: String,
     /// The AZURE_* env the webhook would inject.
     env: Vec<(&'static str, String)>,
     pub(crate) dir: tempfile::TempDir,

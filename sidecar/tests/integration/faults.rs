@@ -394,3 +394,272 @@ async fn a_full_filesystem_keeps_the_last_good_files_is_reported_and_recovers_wh
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+/// Writes `content` to `path` the way kubelet rotates a projected token: a new file renamed over the old one.
+fn rotate_token(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::write(&tmp, content).unwrap();
+    let _ = std::fs::remove_dir(path);
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits until the log at `log` has a new `sync failed` line (after the first `seen`); returns it.
+async fn next_failure(log: &std::path::Path, seen: &mut usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let failures: Vec<&str> = text.lines().filter(|l| l.contains("sync failed")).collect();
+        if failures.len() > *seen {
+            *seen = failures.len();
+            return failures[failures.len() - 1].to_owned();
+        }
+        assert!(Instant::now() < deadline, "no new failure logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pod's projected token, as kubelet may leave it. Missing or unreadable at start (the volume not mounted; here
+/// a directory, since root reads any file): `run` exits at once naming the file, writing nothing. Expired: every sync
+/// is refused with Entra ID's AADSTS700024, `/readyz` answers 503, the last good files (of an earlier run) stay, and
+/// neither the token nor a value is logged. (A token rotated after that is read when azure_identity's 600 s cache of
+/// the file ends: docs/reliability.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_unreadable_or_expired_token_keeps_the_files_says_why_and_a_rotation_recovers() {
+    let pod = pod().await;
+    pod.set_version(1);
+    let out = pod.command(&["once"], &OBJECTS).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secrets = pod.dir.path().join("secrets");
+    let token = pod.dir.path().join("token");
+    let token_path = token.display().to_string();
+    pod.set_version(2);
+    let current = || -> Option<u64> {
+        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
+        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+        versions
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then_some(versions[0])
+            .flatten()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let run = ["run", "--admin-listen", &admin, "--interval", "200ms", "--jitter", "0"];
+
+    // Missing: refused at start.
+    std::fs::remove_file(&token).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), pod.command(&run, &OBJECTS).output())
+        .await
+        .expect("run exits when the token file is missing")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&token_path) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(current(), Some(1), "the last good files stay");
+
+    // Expired: refused by Entra ID, sync after sync.
+    let issued = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let expired = pod
+        .emulator
+        .service_account_token_for(
+            "default",
+            "my-app-sa",
+            "api://AzureADTokenExchange",
+            issued,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    rotate_token(&token, &expired);
+    let log = pod.dir.path().join("sidecar.log");
+    let mut child = pod
+        .command(&run, &OBJECTS)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    let refused = next_failure(&log, &mut seen).await;
+    assert!(
+        refused.contains("AADSTS700024"),
+        "the expired token is named by Entra ID's code: {refused}"
+    );
+    let ready = http_get(&admin, "/readyz").await.unwrap_or_default();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "not ready before a sync succeeded: {ready}"
+    );
+    assert_eq!(current(), Some(1));
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(expired.rsplit('.').next().unwrap()),
+        "a token in the log"
+    );
+    assert!(!logged.contains(&value(1)[..40]), "a value in the log");
+    println!(
+        "   faults: token missing and unreadable (exit at start, naming the file), expired (AADSTS700024): {seen} \
+         failed syncs, not ready, last good files kept"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// A TCP relay in front of the vault that, once `attack` is set, drops its connections and answers new ones with a
+/// TLS certificate of its own CA (one the sidecar does not trust), recording the first bytes each client sends.
+struct Relay {
+    addr: std::net::SocketAddr,
+    attack: Arc<AtomicBool>,
+    relayed: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    first_bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    /// From now on, new connections get the relay's own certificate; the relayed ones are cut.
+    fn attack(&self) {
+        self.attack.store(true, Ordering::Relaxed);
+        for task in self.relayed.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn relay(upstream: std::net::SocketAddr) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attack = Arc::new(AtomicBool::new(false));
+    let first_bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let relayed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (attack_flag, bytes, tasks) = (attack.clone(), first_bytes.clone(), relayed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            if attack_flag.load(Ordering::Relaxed) {
+                let mut peek = [0u8; 1];
+                if client.peek(&mut peek).await.is_ok() {
+                    bytes.lock().unwrap().push(peek[0]);
+                }
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(client).await;
+                });
+            } else {
+                tasks.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        }
+    });
+    Relay {
+        addr,
+        attack,
+        relayed,
+        first_bytes,
+    }
+}
+
+/// The vault's TLS certificate changes to one the sidecar does not trust (a relay in front of the vault starts
+/// answering with its own certificate): every sync is refused with a certificate error, nothing is sent in plain
+/// text (every connection opens with a TLS handshake record), and the last good files stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_certificate_that_is_not_trusted_is_refused_never_downgraded_and_the_files_stay() {
+    let pod = pod().await;
+    pod.set_version(1);
+    let upstream: std::net::SocketAddr = pod
+        .vault_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let relay = relay(upstream).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let log = pod.dir.path().join("sidecar.log");
+    let secrets = pod.dir.path().join("secrets");
+    let mut child = pod
+        .command(
+            &["run", "--admin-listen", &admin, "--interval", "200ms", "--jitter", "0"],
+            &OBJECTS,
+        )
+        .env("WI_VAULT_URL_TEMPLATE", format!("https://{}", relay.addr))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let current = || -> Option<u64> {
+        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
+        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+        versions
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then_some(versions[0])
+            .flatten()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while current() != Some(1) {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.attack();
+    pod.set_version(2);
+    let mut seen = 0;
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        failures.push(next_failure(&log, &mut seen).await);
+    }
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("certificate") || f.contains("UnknownIssuer")),
+        "a certificate error: {failures:?}"
+    );
+    assert_eq!(current(), Some(1), "the last good files stay");
+    let first = relay.first_bytes.lock().unwrap().clone();
+    assert!(!first.is_empty(), "the sidecar did not reconnect");
+    assert!(
+        first.iter().all(|&b| b == 0x16),
+        "every connection opened with a TLS handshake record (0x16), never plain HTTP: {first:?}"
+    );
+    println!(
+        "   faults: untrusted vault certificate: {} connections, all TLS, refused; {seen} failed syncs; files kept",
+        first.len()
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
