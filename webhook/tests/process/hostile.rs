@@ -262,3 +262,67 @@ async fn http2_rapid_reset_ends_the_connection_and_the_server_goes_on() {
         ),
     );
 }
+
+/// 1,000 admissions on one HTTP/2 connection, 100 streams at a time: the server bounds the streams it runs at
+/// once (its SETTINGS), answers every one, and spends CPU in proportion (printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_http2_streams_are_bounded_and_all_answered() {
+    use futures::StreamExt as _;
+    const STREAMS: usize = 1_000;
+    let Served {
+        webhook, pki, listen, ..
+    } = serve_ready(&[]).await;
+    let (pid, ca) = (webhook.pid(), pki.ca_der());
+    let tls = tls_connect(listen, &ca, b"h2").await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tls).await.unwrap();
+    // The server's SETTINGS arrive with the first frames the connection reads.
+    let _ = tokio::time::timeout(Duration::from_millis(200), &mut connection).await;
+    let max_streams = connection.max_concurrent_send_streams();
+    tokio::spawn(connection);
+    let body = bytes::Bytes::from(serde_json::to_vec(&admission_fixture("01-plain-pod.json")).unwrap());
+    let cpu_before = cpu_of(pid);
+    let started = Instant::now();
+    let answered: Vec<http::StatusCode> = futures::stream::iter(0..STREAMS)
+        .map(|_| {
+            let (client, body) = (client.clone(), body.clone());
+            async move {
+                let mut client = client.ready().await.unwrap();
+                let request = http::Request::post(format!("https://{listen}/mutate-v1-pod"))
+                    .header("content-type", "application/json")
+                    .body(())
+                    .unwrap();
+                let (response, mut stream) = client.send_request(request, false).unwrap();
+                stream.send_data(body, true).unwrap();
+                let response = response.await.unwrap();
+                let status = response.status();
+                let mut body = response.into_body();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                status
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_of(pid).saturating_sub(cpu_before);
+    assert_eq!(answered.len(), STREAMS);
+    assert!(
+        answered.iter().all(|s| *s == http::StatusCode::OK),
+        "not every stream was answered 200"
+    );
+    assert!(
+        (1..=1000).contains(&max_streams),
+        "the server allows {max_streams} concurrent streams per connection"
+    );
+    report(
+        "hostile",
+        &format!(
+            "{STREAMS} admissions on one HTTP/2 connection, 100 streams at a time: all answered 200 in \
+             {elapsed:.2?}, server CPU {} ms; streams the server runs at a time: {max_streams}",
+            cpu.as_millis()
+        ),
+    );
+}
