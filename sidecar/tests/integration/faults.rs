@@ -24,6 +24,27 @@ fn version_of(content: &[u8]) -> Option<u64> {
     (text == value(n)).then_some(n)
 }
 
+/// The version every file of `secrets` shows, when they agree.
+fn current_version(secrets: &std::path::Path) -> Option<u64> {
+    let snapshot = wi_sdk::snapshot::read(secrets).ok()?;
+    let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
+    versions
+        .windows(2)
+        .all(|w| w[0] == w[1])
+        .then_some(versions[0])
+        .flatten()
+}
+
+/// An address on 127.0.0.1 with a free port, for `--admin-listen`.
+fn free_admin() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// A small deterministic generator (xorshift), seeded from the clock and printed, for kill delays.
 struct Random(u64);
 
@@ -75,12 +96,7 @@ async fn kill_9_at_random_points_of_500_rotations_never_shows_a_reader_a_torn_or
     const ROTATIONS: u64 = 500;
     let pod = pod().await;
     pod.set_version(0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_admin();
     let secrets = pod.dir.path().join("secrets");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -121,15 +137,6 @@ async fn kill_9_at_random_points_of_500_rotations_never_shows_a_reader_a_torn_or
     };
 
     // The version every file shows, when they agree.
-    let current = |secrets: &std::path::Path| -> Option<u64> {
-        let snapshot = wi_sdk::snapshot::read(secrets).ok()?;
-        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
-        versions
-            .windows(2)
-            .all(|w| w[0] == w[1])
-            .then_some(versions[0])
-            .flatten()
-    };
     let mut child = pod.start(&admin);
     let (mut kills, mut restarts_to_version) = (0u64, Vec::new());
     let started = Instant::now();
@@ -145,7 +152,7 @@ async fn kill_9_at_random_points_of_500_rotations_never_shows_a_reader_a_torn_or
             let killed_at = Instant::now();
             child = pod.start(&admin);
             let deadline = Instant::now() + Duration::from_secs(20);
-            while current(&secrets) != Some(n) {
+            while current_version(&secrets) != Some(n) {
                 assert!(
                     Instant::now() < deadline,
                     "version {n} not reached 20 s after a restart"
@@ -155,7 +162,7 @@ async fn kill_9_at_random_points_of_500_rotations_never_shows_a_reader_a_torn_or
             restarts_to_version.push(killed_at.elapsed());
         } else {
             let deadline = Instant::now() + Duration::from_secs(20);
-            while current(&secrets) != Some(n) {
+            while current_version(&secrets) != Some(n) {
                 assert!(Instant::now() < deadline, "version {n} not reached in 20 s");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -260,12 +267,7 @@ async fn a_full_filesystem_keeps_the_last_good_files_is_reported_and_recovers_wh
     }
     let pod = pod().await;
     pod.set_version(1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_admin();
     let mount = pod.dir.path().join("mnt");
     std::fs::create_dir(&mount).unwrap();
     let log = pod.dir.path().join("sidecar.log");
@@ -295,15 +297,7 @@ async fn a_full_filesystem_keeps_the_last_good_files_is_reported_and_recovers_wh
     let pid = child.id().unwrap();
     // The directory as the sidecar sees it, from outside its namespace.
     let secrets = std::path::PathBuf::from(format!("/proc/{pid}/root{}", mount.join("secrets").display()));
-    let current = || -> Option<u64> {
-        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
-        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
-        versions
-            .windows(2)
-            .all(|w| w[0] == w[1])
-            .then_some(versions[0])
-            .flatten()
-    };
+    let current = || current_version(&secrets);
     let wait_for = |n: u64, limit: Duration| {
         let deadline = Instant::now() + limit;
         async move {
@@ -434,21 +428,8 @@ async fn a_missing_unreadable_or_expired_token_keeps_the_files_says_why_and_a_ro
     let token = pod.dir.path().join("token");
     let token_path = token.display().to_string();
     pod.set_version(2);
-    let current = || -> Option<u64> {
-        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
-        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
-        versions
-            .windows(2)
-            .all(|w| w[0] == w[1])
-            .then_some(versions[0])
-            .flatten()
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let current = || current_version(&secrets);
+    let admin = free_admin();
     let run = ["run", "--admin-listen", &admin, "--interval", "200ms", "--jitter", "0"];
 
     // Missing: refused at start.
@@ -603,12 +584,7 @@ async fn a_vault_certificate_that_is_not_trusted_is_refused_never_downgraded_and
         .parse()
         .unwrap();
     let relay = relay(upstream).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_admin();
     let log = pod.dir.path().join("sidecar.log");
     let secrets = pod.dir.path().join("secrets");
     let mut child = pod
@@ -622,15 +598,7 @@ async fn a_vault_certificate_that_is_not_trusted_is_refused_never_downgraded_and
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let current = || -> Option<u64> {
-        let snapshot = wi_sdk::snapshot::read(&secrets).ok()?;
-        let versions: Vec<Option<u64>> = OBJECTS.iter().map(|o| snapshot.get(o).and_then(version_of)).collect();
-        versions
-            .windows(2)
-            .all(|w| w[0] == w[1])
-            .then_some(versions[0])
-            .flatten()
-    };
+    let current = || current_version(&secrets);
     let deadline = Instant::now() + Duration::from_secs(20);
     while current() != Some(1) {
         assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
