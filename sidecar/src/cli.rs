@@ -110,6 +110,13 @@ pub fn load_config(common: &Common) -> anyhow::Result<SyncConfig> {
 }
 
 fn syncer(common: &Common) -> anyhow::Result<Syncer> {
+    let writer = AtomicWriter::new(&common.dir);
+    let again = common.clone();
+    Ok(Syncer::new(fetcher(common)?, writer).with_refresh(move || fetcher(&again)))
+}
+
+/// The configuration's fetcher, with a new credential from the pod's env.
+fn fetcher(common: &Common) -> anyhow::Result<Fetcher> {
     let config = load_config(common)?;
     let url = vault_url(
         &config.keyvault_name,
@@ -134,15 +141,14 @@ fn syncer(common: &Common) -> anyhow::Result<Syncer> {
     // The loop retries a failed sync itself (backoff, Retry-After, a one-request probe after a 429, metrics):
     // retries inside the SDK would multiply a throttled vault's requests by the number of objects.
     options.retry = azure_core::http::RetryOptions::none();
-    let fetcher = Fetcher::new(
+    Ok(Fetcher::new(
         config,
         &url,
         credential,
         options,
         common.access.verify_challenge_resource,
         common.concurrency,
-    )?;
-    Ok(Syncer::new(fetcher, AtomicWriter::new(&common.dir)))
+    )?)
 }
 
 fn init_logs(level: &str) -> anyhow::Result<()> {

@@ -118,7 +118,10 @@ pub enum RunError {
 
 /// Syncs a configuration into a directory, once or in a loop.
 pub struct Syncer {
-    fetcher: Fetcher,
+    fetcher: std::sync::Mutex<Arc<Fetcher>>,
+    /// Builds a new fetcher (a new credential) after the credential failed: azure_identity keeps the token file's
+    /// content for 600 s, so a token rotated after a refusal would otherwise wait that long.
+    refresh: Option<Box<dyn Fn() -> anyhow::Result<Fetcher> + Send + Sync>>,
     writer: AtomicWriter,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
@@ -132,13 +135,25 @@ impl Syncer {
     /// A syncer writing what `fetcher` fetches through `writer`.
     pub fn new(fetcher: Fetcher, writer: AtomicWriter) -> Self {
         Syncer {
-            fetcher,
+            fetcher: std::sync::Mutex::new(Arc::new(fetcher)),
+            refresh: None,
             writer,
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(false)),
             failures: AtomicU64::new(0),
             throttled: AtomicBool::new(false),
         }
+    }
+
+    /// After a sync fails for want of a token ([`SyncError::Credential`]), the next one uses a fetcher `refresh`
+    /// builds, whose credential reads the token file again.
+    pub fn with_refresh(mut self, refresh: impl Fn() -> anyhow::Result<Fetcher> + Send + Sync + 'static) -> Self {
+        self.refresh = Some(Box::new(refresh));
+        self
+    }
+
+    fn fetcher(&self) -> std::sync::MutexGuard<'_, Arc<Fetcher>> {
+        self.fetcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The metrics.
@@ -155,11 +170,18 @@ impl Syncer {
     pub async fn sync_once(&self) -> Result<Written, RunError> {
         let started = Instant::now();
         let result = async {
+            let fetcher = self.fetcher().clone();
             let files = if self.throttled.load(Ordering::Acquire) {
-                self.fetcher.fetch_all_with(1).await
+                fetcher.fetch_all_with(1).await
             } else {
-                self.fetcher.fetch_all().await
+                fetcher.fetch_all().await
             };
+            if let (Err(SyncError::Credential { .. }), Some(refresh)) = (&files, &self.refresh) {
+                match refresh() {
+                    Ok(fresh) => *self.fetcher() = Arc::new(fresh),
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot build a new credential"),
+                }
+            }
             self.throttled.store(
                 matches!(&files, Err(SyncError::Object { status: Some(429), .. })),
                 Ordering::Release,

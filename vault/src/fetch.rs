@@ -35,6 +35,15 @@ pub enum SyncError {
         /// Why.
         reason: String,
     },
+    /// The credential got no token for Key Vault: Entra ID refused the pod's token (expired, or no federated
+    /// credential matches), or the token file could not be read.
+    #[error("{object}: {reason}")]
+    Credential {
+        /// `NAME (objectType)`: the object being fetched when it failed.
+        object: String,
+        /// Why, as the SDK and Entra ID say it (no token in it).
+        reason: String,
+    },
     /// One object could not be fetched or rendered.
     #[error("{object}: {reason}")]
     Object {
@@ -54,7 +63,7 @@ impl SyncError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             SyncError::Object { retry_after, .. } => *retry_after,
-            SyncError::Client { .. } => None,
+            SyncError::Client { .. } | SyncError::Credential { .. } => None,
         }
     }
 }
@@ -406,6 +415,12 @@ fn api_error(spec: &ObjectSpec, error: &azure_core::Error) -> SyncError {
             chain.push_str(&text);
         }
         source = s.source();
+    }
+    if matches!(error.kind(), azure_core::error::ErrorKind::Credential) {
+        return SyncError::Credential {
+            object: describe(spec),
+            reason: chain,
+        };
     }
     let reason = match (status, code.as_deref()) {
         (Some(404), _) => format!(
