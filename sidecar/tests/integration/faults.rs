@@ -416,8 +416,8 @@ async fn next_failure(log: &std::path::Path, seen: &mut usize) -> String {
 /// The pod's projected token, as kubelet may leave it. Missing or unreadable at start (the volume not mounted; here
 /// a directory, since root reads any file): `run` exits at once naming the file, writing nothing. Expired: every sync
 /// is refused with Entra ID's AADSTS700024, `/readyz` answers 503, the last good files (of an earlier run) stay, and
-/// neither the token nor a value is logged. (A token rotated after that is read when azure_identity's 600 s cache of
-/// the file ends: docs/reliability.md.)
+/// neither the token nor a value is logged. Rotated by kubelet to a good token: used by the next sync (a refused
+/// credential is rebuilt, so azure_identity's 600 s cache of the file does not hold the expired one), ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_unreadable_or_expired_token_keeps_the_files_says_why_and_a_rotation_recovers() {
     let pod = pod().await;
@@ -427,23 +427,27 @@ async fn a_missing_unreadable_or_expired_token_keeps_the_files_says_why_and_a_ro
     let secrets = pod.dir.path().join("secrets");
     let token = pod.dir.path().join("token");
     let token_path = token.display().to_string();
+    let good = std::fs::read_to_string(&token).unwrap();
     pod.set_version(2);
     let current = || current_version(&secrets);
     let admin = free_admin();
     let run = ["run", "--admin-listen", &admin, "--interval", "200ms", "--jitter", "0"];
 
-    // Missing: refused at start.
+    // Missing, then unreadable: refused at start.
     std::fs::remove_file(&token).unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), pod.command(&run, &OBJECTS).output())
-        .await
-        .expect("run exits when the token file is missing")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains(&token_path) && stderr.contains("does not exist"),
-        "{stderr}"
-    );
-    assert_eq!(current(), Some(1), "the last good files stay");
+    for unreadable in [false, true] {
+        if unreadable {
+            std::fs::create_dir(&token).unwrap();
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), pod.command(&run, &OBJECTS).output())
+            .await
+            .expect("run exits when the token file cannot be read")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&token_path), "{stderr}");
+        assert_eq!(current(), Some(1), "the last good files stay");
+    }
+    std::fs::remove_dir(&token).unwrap();
 
     // Expired: refused by Entra ID, sync after sync.
     let issued = std::time::SystemTime::now()
@@ -483,15 +487,33 @@ async fn a_missing_unreadable_or_expired_token_keeps_the_files_says_why_and_a_ro
     );
     assert_eq!(current(), Some(1));
 
+    // kubelet rotates the token: the next sync builds a new credential, which reads it (azure_identity alone keeps
+    // the file's content for 600 s).
+    rotate_token(&token, &good);
+    let rotated = Instant::now();
+    while current() != Some(2) {
+        assert!(
+            rotated.elapsed() < Duration::from_secs(20),
+            "the rotated token was not used:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let recovered_after = rotated.elapsed();
+    let ready = http_get(&admin, "/readyz").await.unwrap_or_default();
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !logged.contains(expired.rsplit('.').next().unwrap()),
-        "a token in the log"
-    );
+    for token in [&expired, &good] {
+        assert!(
+            !logged.contains(token.rsplit('.').next().unwrap()),
+            "a token in the log"
+        );
+    }
     assert!(!logged.contains(&value(1)[..40]), "a value in the log");
     println!(
         "   faults: token missing and unreadable (exit at start, naming the file), expired (AADSTS700024): {seen} \
-         failed syncs, not ready, last good files kept"
+         failed syncs, not ready, last good files kept; the new version written {recovered_after:.0?} after kubelet's \
+         rotation"
     );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -546,7 +568,8 @@ async fn relay(upstream: std::net::SocketAddr) -> Relay {
             };
             if attack_flag.load(Ordering::Relaxed) {
                 let mut peek = [0u8; 1];
-                if client.peek(&mut peek).await.is_ok() {
+                // A client that closes without a byte (Ok(0)) sent nothing in plain text either.
+                if let Ok(1..) = client.peek(&mut peek).await {
                     bytes.lock().unwrap().push(peek[0]);
                 }
                 let acceptor = acceptor.clone();
