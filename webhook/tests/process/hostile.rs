@@ -256,8 +256,7 @@ async fn http2_rapid_reset_ends_the_connection_and_the_server_goes_on() {
         "hostile",
         &format!(
             "HTTP/2 rapid reset: the connection ended after {resets} resets in {elapsed:.2?}, server CPU {} ms \
-             (clock ticks of 10 ms); \",
-             then an HTTP/2 admission answered",
+             (clock ticks of 10 ms); then an HTTP/2 admission answered",
             cpu.as_millis()
         ),
     );
