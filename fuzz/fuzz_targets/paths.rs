@@ -12,12 +12,9 @@ use wi_contract::paths::validate_path;
 use wi_sidecar::atomic_writer::AtomicWriter;
 use wi_vault::FileContent;
 
-fn sandbox() -> &'static Path {
-    static SANDBOX: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    SANDBOX
-        .get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
-        .path()
-}
+#[path = "sandbox.rs"]
+mod sandbox;
+use sandbox::sandbox;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -10,12 +10,9 @@ use std::path::{Component, Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
 
-fn sandbox() -> &'static Path {
-    static SANDBOX: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    SANDBOX
-        .get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
-        .path()
-}
+#[path = "sandbox.rs"]
+mod sandbox;
+use sandbox::sandbox;
 
 /// `path` made of plain names only (no root, no `..`).
 fn plain(path: &str) -> Option<PathBuf> {
